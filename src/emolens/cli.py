@@ -1,0 +1,165 @@
+"""The ``emolens`` command line.
+
+Commands: ``image``, ``evaluate face``, ``train face`` (more are added by later modules).
+Every command exits non-zero with a one-line message on bad input, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Emotion recognition from faces and voices.")
+train_app = typer.Typer(no_args_is_help=True, help="Train models (needs the 'train' extra: torch).")
+evaluate_app = typer.Typer(no_args_is_help=True, help="Evaluate models on labelled data.")
+app.add_typer(train_app, name="train")
+app.add_typer(evaluate_app, name="evaluate")
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print ``message`` to stderr and exit with ``code``."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def image(
+    paths: Annotated[list[Path], typer.Argument(help="Image files or folders (walked recursively).")],
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write results as JSON here.")] = None,
+    save_annotated: Annotated[Optional[Path], typer.Option(help="Write annotated copies into this folder.")] = None,
+    detector: Annotated[str, typer.Option(help="Face detector: yunet or haar.")] = "yunet",
+    min_score: Annotated[float, typer.Option(help="Minimum face-detection confidence (0..1).")] = 0.6,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not print the table.")] = False,
+) -> None:
+    """Detect every face in photos and classify its expression."""
+    from emolens.api import FaceAnalyzer
+    from emolens.media import iter_image_paths, load_image
+    from emolens.outputs import annotate_image, faces_table, write_json
+
+    files = iter_image_paths(paths)
+    if not files:
+        fail("no image files found in the given paths")
+    analyzer = FaceAnalyzer(detector, min_score=min_score)
+    results = []
+    for result in analyzer.analyze_images(files):
+        results.append(result)
+        if save_annotated and result.error is None:
+            import cv2
+
+            save_annotated.mkdir(parents=True, exist_ok=True)
+            out = save_annotated / f"{Path(result.path).stem}.annotated.jpg"
+            cv2.imwrite(str(out), annotate_image(load_image(result.path), result.faces))
+        if json_out:  # rewritten after every file: nothing computed is lost on a crash or Ctrl-C
+            write_json([r.to_dict() for r in results], json_out)
+    if not quiet:
+        typer.echo(faces_table(results))
+    n_err = sum(r.error is not None for r in results)
+    n_faces = sum(len(r.faces) for r in results)
+    typer.echo(f"{len(results)} image(s), {n_faces} face(s), {n_err} error(s)", err=True)
+    if json_out:
+        typer.echo(f"wrote {json_out}", err=True)
+    if n_err == len(results):
+        raise typer.Exit(1)
+
+
+@evaluate_app.command("face")
+def evaluate_face(
+    data: Annotated[Path, typer.Option(help="FER2013 csv (.csv, .gz, .xz) or an image folder root/<class>/*.png.")],
+    split: Annotated[str, typer.Option(help="Training, PublicTest or PrivateTest.")] = "PrivateTest",
+    model: Annotated[Optional[Path], typer.Option(help="ONNX model (default: the shipped one).")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write metrics JSON here.")] = None,
+    confusion_png: Annotated[Optional[Path], typer.Option("--confusion", help="Write the confusion matrix PNG here.")] = None,
+) -> None:
+    """Accuracy, macro-F1, per-class scores and confusion matrix of the face model."""
+    from emolens.datasets import load_face_data, load_image_folder
+    from emolens.expression import ExpressionModel
+    from emolens.metrics import classification_report, format_report, plot_confusion
+    from emolens.outputs import write_json
+
+    if not data.exists():
+        fail(f"{data}: not found")
+    try:
+        if data.is_dir() and not any((data / s).is_dir() for s in ("train", "test", "val")):
+            dataset = load_image_folder(data)
+        else:
+            splits = load_face_data(data)
+            if split not in splits:
+                fail(f"unknown split {split!r}; choose from {', '.join(splits)}")
+            dataset = splits[split]
+        net = ExpressionModel(model)
+    except (ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    probs = net.predict(dataset.images)
+    report = classification_report(dataset.labels, probs.argmax(1), dataset.classes)
+    report["split"] = split
+    report["model"] = str(net.path)
+    typer.echo(format_report(report))
+    if json_out:
+        write_json(report, json_out)
+        typer.echo(f"wrote {json_out}", err=True)
+    png = confusion_png or (json_out.with_suffix(".confusion.png") if json_out else None)
+    if png:
+        plot_confusion(report, png, title=split)
+        typer.echo(f"wrote {png}", err=True)
+
+
+@train_app.command("face")
+def train_face_cmd(
+    data: Annotated[Path, typer.Option(help="FER2013 csv (.csv, .gz, .xz) or an image folder.")],
+    out: Annotated[Path, typer.Option(help="Output folder: checkpoints, curves, metrics, ONNX.")],
+    ferplus: Annotated[Optional[Path], typer.Option(help="FER+ votes csv: mix its soft labels into the targets.")] = None,
+    soft_weight: Annotated[float, typer.Option(help="Weight of the FER+ soft labels (with --ferplus).")] = 0.3,
+    epochs: Annotated[int, typer.Option(help="Epochs.")] = 45,
+    width: Annotated[int, typer.Option(help="Network width (channels of the first stage).")] = 40,
+    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 128,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (one-cycle cosine).")] = 0.05,
+    label_smoothing: Annotated[float, typer.Option(help="Label smoothing.")] = 0.1,
+    balance: Annotated[str, typer.Option(help="Class weights: none, sqrt or inverse.")] = "sqrt",
+    amp: Annotated[str, typer.Option(help="bf16 autocast: auto (GPU only), bf16 or off.")] = "auto",
+    channels_last: Annotated[bool, typer.Option(help="channels_last memory format.")] = True,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt.")] = False,
+) -> None:
+    """Train the facial-expression model (selects on PublicTest, reports PrivateTest)."""
+    try:
+        from emolens.train.face import FaceTrainConfig, train_face
+    except ImportError as exc:
+        fail(f"training needs PyTorch: pip install 'emolens[train]' ({exc})")
+    if not data.exists():
+        fail(f"{data}: not found")
+    cfg = FaceTrainConfig(
+        data=str(data), out=str(out), ferplus=str(ferplus) if ferplus else None, soft_weight=soft_weight,
+        width=width, epochs=epochs, batch_size=batch_size, lr=lr, label_smoothing=label_smoothing,
+        balance=balance, amp=amp, channels_last=channels_last, seed=seed, device=device,
+    )
+    try:
+        train_face(cfg, resume=resume)
+    except (ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+
+
+def _register_modules() -> None:
+    from emolens import cli_speech, cli_video
+
+    for module in (cli_video, cli_speech):
+        module.register(app, train_app, evaluate_app)
+
+
+_register_modules()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

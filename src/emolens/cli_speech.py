@@ -1,0 +1,9 @@
+"""``emolens`` commands for the speech pipeline (registered by :mod:`emolens.cli`)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer) -> None:
+    """Add this module's commands to the CLI."""
