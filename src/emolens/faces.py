@@ -84,6 +84,8 @@ class HaarDetector:
     def __init__(self, min_size: int = 24) -> None:
         import cv2
 
+        if not hasattr(cv2, "CascadeClassifier") or not hasattr(cv2, "data"):
+            raise RuntimeError(f"the Haar fallback needs OpenCV 4.x's cascades; OpenCV {cv2.__version__} has none")
         self.cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
         if self.cascade.empty():
             raise RuntimeError("OpenCV's Haar cascade could not be loaded")

@@ -1,4 +1,4 @@
-"""All decoding of user media lives here: photos now; video and audio readers build on it.
+"""All decoding of user media lives here: photos, and video files, image folders, cameras and streams.
 
 Every reader raises :class:`MediaError` with a message a person can act on, never a raw
 decoder traceback.
@@ -7,6 +7,8 @@ decoder traceback.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -68,3 +70,447 @@ def iter_image_paths(paths: list[str | os.PathLike]) -> list[Path]:
         else:
             out.append(p)
     return out
+
+
+AUDIO_RATE = 16000
+
+
+def load_audio(path: str | os.PathLike, sr: int = AUDIO_RATE) -> np.ndarray:
+    """Decode any audio file, or the audio track of a video, as float32 mono at ``sr`` Hz.
+
+    Uses PyAV (FFmpeg): wav, flac, mp3, ogg/opus, m4a/aac, and the first audio stream of
+    mp4/mkv/webm/flv/avi/mov... Channels are averaged, the signal is resampled with
+    libswresample, and samples are in -1..1. Raises :class:`MediaError` for a missing,
+    empty or corrupt file and for a file without an audio stream (e.g. a silent video).
+    """
+    import av
+
+    path = Path(path)
+    if not path.exists():
+        raise MediaError(f"{path}: file not found")
+    if path.is_dir():
+        raise MediaError(f"{path}: is a directory, not an audio file")
+    if path.stat().st_size == 0:
+        raise MediaError(f"{path}: file is empty (0 bytes)")
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise MediaError(f"{path}: not a readable audio/video file ({reason})") from None
+    chunks: list[np.ndarray] = []
+    with container:
+        if not container.streams.audio:
+            kinds = sorted({s.type for s in container.streams if s.type in ("video", "subtitle", "data")})
+            what = f" (it has only {', '.join(kinds)} streams)" if kinds else ""
+            raise MediaError(f"{path}: no audio stream{what}")
+        stream = container.streams.audio[0]
+        decoder = _audio_decoder(stream)
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sr)
+        try:
+            for packet in container.demux(stream):
+                for frame in decoder.decode(packet):
+                    frame.pts = None  # resample by sample count; ignore timestamp gaps
+                    for out in resampler.resample(frame):
+                        chunks.append(out.to_ndarray().reshape(-1))
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray().reshape(-1))
+        except (av.FFmpegError, ValueError) as exc:
+            if not chunks:  # keep what decoded before an error at the end of a damaged file
+                reason = getattr(exc, "strerror", None) or str(exc)
+                raise MediaError(f"{path}: cannot decode the audio stream ({reason})") from None
+    audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    if audio.size == 0:
+        raise MediaError(f"{path}: the audio stream holds no samples")
+    return np.clip(audio, -1.0, 1.0)
+
+
+def _audio_decoder(stream):  # noqa: ANN001, ANN202
+    """The stream's decoder; Opus goes through libopus when PyAV has it, because FFmpeg's
+    native Opus decoder produces loud bursts on some files (e.g. RAVDESS Actor_16/03-01-05-01-01-01-16)."""
+    import av
+
+    ctx = stream.codec_context
+    if ctx.name == "opus":
+        try:
+            lib = av.codec.CodecContext.create("libopus", "r")
+            lib.extradata = ctx.extradata
+            return lib
+        except (av.FFmpegError, ValueError):
+            pass
+    return ctx
+
+
+# --------------------------------------------------------------------------------------------
+# Video, image sequences, cameras and network streams: one reader, frames with timestamps.
+# --------------------------------------------------------------------------------------------
+
+VIDEO_SUFFIXES = {
+    ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".flv", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
+    ".wmv", ".3gp", ".ogv", ".vob", ".gif",
+}
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+#: Timestamps given to image-sequence frames (an image folder has no clock of its own).
+FOLDER_FPS = 30.0
+
+
+@dataclass
+class Frame:
+    """One decoded frame: BGR ``uint8 (H, W, 3)`` ``image``, its ``index`` in the source
+    (0-based, counting every decoded frame, not only the sampled ones) and ``time_s``
+    (seconds from the first frame)."""
+
+    image: np.ndarray = field(repr=False)
+    index: int
+    time_s: float
+
+
+@dataclass
+class VideoInfo:
+    """What is known about a source before decoding: ``kind`` is file, folder, camera or stream;
+    ``fps``, ``duration_s`` and ``frame_count`` are None where the source does not say."""
+
+    source: str
+    kind: str
+    width: int
+    height: int
+    fps: float | None = None
+    duration_s: float | None = None
+    frame_count: int | None = None
+
+    @property
+    def is_live(self) -> bool:
+        """True for cameras and network streams (no end, no duration)."""
+        return self.kind in ("camera", "stream")
+
+
+def source_kind(source: str | int | os.PathLike) -> str:
+    """Classify an input: ``camera`` (an int or digit string), ``stream`` (a URL), ``folder``, ``file``."""
+    if isinstance(source, int) or (isinstance(source, str) and source.strip().isdigit()):
+        return "camera"
+    text = str(source)
+    if text.lower().startswith(STREAM_SCHEMES):
+        return "stream"
+    return "folder" if Path(text).is_dir() else "file"
+
+
+def iter_video_inputs(paths: list[str | os.PathLike]) -> list[str]:
+    """Expand CLI inputs: a folder holding images stays one input (an image sequence); a folder
+    without images is replaced by the video files below it (sorted); anything else is kept."""
+    out: list[str] = []
+    for p in paths:
+        if source_kind(p) == "folder":
+            folder = Path(p)
+            if iter_image_paths([folder]):
+                out.append(str(folder))
+            else:
+                videos = sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_SUFFIXES)
+                out.extend(str(f) for f in videos)
+        else:
+            out.append(str(p))
+    return out
+
+
+class _Sampler:
+    """Keep every ``every``-th frame, or frames ``1/fps`` seconds apart (by timestamp)."""
+
+    def __init__(self, every: int = 1, fps: float | None = None) -> None:
+        if every < 1:
+            raise ValueError("every must be >= 1")
+        if fps is not None and fps <= 0:
+            raise ValueError("fps must be > 0")
+        self.every, self.fps = every, fps
+        self.next_t = 0.0
+
+    def take(self, index: int, time_s: float) -> bool:
+        if self.fps is None:
+            return index % self.every == 0
+        if time_s + 1e-6 >= self.next_t:
+            step = 1.0 / self.fps
+            self.next_t += step * max(1, int((time_s - self.next_t) / step) + 1)
+            return True
+        return False
+
+
+def _media_error(source: str, exc: BaseException) -> MediaError:
+    text = str(exc).split(": '", 1)[0]
+    text = text.split("] ", 1)[-1] if text.startswith("[Errno") else text
+    return MediaError(f"{source}: cannot open as video: {text} (not a video, or corrupt/truncated)")
+
+
+class VideoSource:
+    """Frames of a video file, an image folder, a camera index or a network stream.
+
+    >>> with VideoSource("clip.mp4", every=2) as src:
+    ...     for frame in src:  # Frame(image, index, time_s)
+    ...         ...
+
+    Files and URLs are decoded with PyAV (FFmpeg: every common container and codec, only the
+    first video stream is demuxed), cameras with OpenCV. ``every`` keeps every N-th frame,
+    ``fps`` keeps frames at most F per second (by timestamp); ``max_frames`` stops after that
+    many kept frames. With ``threaded`` (default) decoding runs in a background thread, a few
+    frames ahead (bounded queue: memory does not grow with video length). Decoding problems
+    raise :class:`MediaError`, also midway (frames before the problem have been yielded); a
+    file that ends well before the duration its header declares is reported as truncated.
+    """
+
+    def __init__(
+        self,
+        source: str | int | os.PathLike,
+        every: int = 1,
+        fps: float | None = None,
+        max_frames: int | None = None,
+        threaded: bool = True,
+        timeout_s: float = 10.0,
+        folder_fps: float = FOLDER_FPS,
+    ) -> None:
+        self.source = str(source)
+        self.kind = source_kind(source)
+        self.sampler = _Sampler(every, fps)
+        self.max_frames = max_frames
+        self.threaded = threaded
+        self.folder_fps = folder_fps
+        self._container = None
+        self._capture = None
+        self._images: list[Path] = []
+        self._stop = None
+        self._thread = None
+        self.frames_decoded = 0
+        self.info = self._open(timeout_s)
+
+    # -- opening ----------------------------------------------------------------------------
+    def _open(self, timeout_s: float) -> VideoInfo:
+        if self.kind == "camera":
+            return self._open_camera(int(self.source))
+        if self.kind == "folder":
+            return self._open_folder()
+        path = Path(self.source)
+        if self.kind == "file":
+            if not path.exists():
+                raise MediaError(f"{path}: file not found")
+            if path.stat().st_size == 0:
+                raise MediaError(f"{path}: file is empty (0 bytes)")
+        return self._open_av(timeout_s)
+
+    def _open_av(self, timeout_s: float) -> VideoInfo:
+        import av
+
+        try:
+            if self.kind == "stream":
+                options = {"rtsp_transport": "tcp"} if self.source.lower().startswith("rtsp") else {}
+                container = av.open(self.source, options=options, timeout=timeout_s)
+            else:
+                container = av.open(self.source)
+        except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
+            raise _media_error(self.source, exc) from None
+        if not container.streams.video:
+            kinds = sorted({s.type for s in container.streams})
+            container.close()
+            has = f" (only {'/'.join(kinds)}: an audio-only file?)" if kinds else ""
+            raise MediaError(f"{self.source}: no video stream{has}")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        self._container, self._stream = container, stream
+        self._declared_frames = stream.frames or None
+        rate = stream.average_rate or stream.guessed_rate
+        fps = float(rate) if rate else None
+        duration = None
+        if stream.duration and stream.time_base:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration:
+            duration = container.duration / 1_000_000
+        frames = stream.frames or (round(duration * fps) if duration and fps else None)
+        ctx = stream.codec_context
+        return VideoInfo(self.source, self.kind, ctx.width, ctx.height, fps, duration, frames or None)
+
+    def _open_camera(self, index: int) -> VideoInfo:
+        import cv2
+
+        cap = cv2.VideoCapture(index)
+        if not cap.isOpened():
+            raise MediaError(f"camera {index}: cannot open (no such device, or it is in use)")
+        self._capture = cap
+        fps = cap.get(cv2.CAP_PROP_FPS) or None
+        return VideoInfo(self.source, "camera", int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                         int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), fps)
+
+    def _open_folder(self) -> VideoInfo:
+        self._images = iter_image_paths([self.source])
+        if not self._images:
+            raise MediaError(f"{self.source}: folder holds no image files")
+        first = None
+        for p in self._images:
+            try:
+                first = load_image(p)
+                break
+            except MediaError:
+                continue
+        if first is None:
+            raise MediaError(f"{self.source}: none of the images in the folder can be read")
+        n = len(self._images)
+        return VideoInfo(self.source, "folder", first.shape[1], first.shape[0], self.folder_fps, n / self.folder_fps, n)
+
+    # -- decoding ---------------------------------------------------------------------------
+    def _raw(self) -> Iterator[Frame]:
+        """All kept frames, decoded in the calling thread."""
+        if self.kind == "camera":
+            yield from self._raw_camera()
+        elif self.kind == "folder":
+            yield from self._raw_folder()
+        else:
+            yield from self._raw_av()
+
+    def _keep(self, index: int, time_s: float, kept: int) -> bool:
+        return (self.max_frames is None or kept < self.max_frames) and self.sampler.take(index, time_s)
+
+    def _raw_av(self) -> Iterator[Frame]:
+        import av
+
+        stream, info = self._stream, self.info
+        origin: float | None = None
+        index = kept = 0
+        last_t = 0.0
+        packets = self._container.demux(stream)  # only the video stream: data/subtitle streams are skipped
+        try:
+            for packet in packets:
+                for vframe in packet.decode():
+                    t = vframe.time
+                    if t is None:
+                        t = index / info.fps if info.fps else float(index)
+                    origin = t if origin is None else origin
+                    last_t = t - origin
+                    if self._keep(index, last_t, kept):
+                        image = vframe.to_ndarray(format="bgr24")
+                        if vframe.rotation:
+                            image = np.ascontiguousarray(np.rot90(image, k=round(vframe.rotation / 90) % 4))
+                        kept += 1
+                        yield Frame(image, index, round(last_t, 6))
+                    index += 1
+                    self.frames_decoded = index
+                    if self.max_frames is not None and kept >= self.max_frames:
+                        return
+        except av.FFmpegError as exc:
+            at = f"frame {index} ({last_t:.2f} s)" if index else "the first frame"
+            raise MediaError(f"{self.source}: decoding failed at {at}: {exc.strerror or exc}") from None
+        if index == 0:
+            raise MediaError(f"{self.source}: no decodable video frames")
+        if self.kind == "file" and self.max_frames is None:
+            declared = self._declared_frames
+            if declared and index < 0.9 * declared - 3:
+                raise MediaError(
+                    f"{self.source}: video stream ends after {index} frames but the file declares "
+                    f"{declared}: file truncated or corrupt"
+                )
+            decoded_s = last_t + 1.0 / info.fps if info.fps else last_t
+            if info.duration_s and decoded_s < info.duration_s - max(0.5, 0.1 * info.duration_s):
+                raise MediaError(
+                    f"{self.source}: video stream ends at {decoded_s:.2f} s but the file declares "
+                    f"{info.duration_s:.2f} s: file truncated or corrupt"
+                )
+
+    def _raw_camera(self) -> Iterator[Frame]:
+        import time
+
+        t0 = time.monotonic()
+        index = kept = 0
+        while self.max_frames is None or kept < self.max_frames:
+            ok, image = self._capture.read()
+            if not ok:
+                if index == 0:
+                    raise MediaError(f"camera {self.source}: opened but delivers no frames")
+                return
+            t = time.monotonic() - t0
+            if self._keep(index, t, kept):
+                kept += 1
+                yield Frame(image, index, round(t, 6))
+            index += 1
+            self.frames_decoded = index
+
+    def _raw_folder(self) -> Iterator[Frame]:
+        kept = 0
+        for index, path in enumerate(self._images):
+            t = index / self.folder_fps
+            self.frames_decoded = index + 1
+            if self.max_frames is not None and kept >= self.max_frames:
+                return
+            if not self.sampler.take(index, t):
+                continue
+            try:
+                image = load_image(path)
+            except MediaError:
+                continue  # one unreadable picture does not end an image sequence
+            kept += 1
+            yield Frame(image, index, round(t, 6))
+
+    def __iter__(self) -> Iterator[Frame]:
+        if not self.threaded:
+            yield from self._raw()
+            return
+        yield from self._threaded()
+
+    def _threaded(self) -> Iterator[Frame]:
+        import queue
+        import threading
+
+        q: queue.Queue = queue.Queue(maxsize=4)
+        stop = threading.Event()
+        done = object()
+
+        def work() -> None:
+            try:
+                for frame in self._raw():
+                    while not stop.is_set():
+                        try:
+                            q.put(frame, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+                item: object = done
+            except BaseException as exc:  # handed to the consumer thread
+                item = exc
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
+
+        self._stop = stop
+        self._thread = threading.Thread(target=work, name="emolens-decode", daemon=True)
+        self._thread.start()
+        try:
+            while True:
+                item = q.get()
+                if item is done:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            self._thread.join(timeout=5)
+
+    def close(self) -> None:
+        """Stop decoding and release the file, camera or connection."""
+        if self._stop is not None:
+            self._stop.set()
+        if self._thread is not None and self._thread.is_alive():
+            self._thread.join(timeout=5)
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None
+
+    def __enter__(self) -> VideoSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_video(source: str | int | os.PathLike, **kwargs: object) -> VideoSource:
+    """Open any frame source (see :class:`VideoSource`); raises :class:`MediaError` if it cannot."""
+    return VideoSource(source, **kwargs)  # type: ignore[arg-type]

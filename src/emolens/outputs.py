@@ -1,4 +1,4 @@
-"""Writers and drawings: JSON files, tables, annotated images."""
+"""Writers and drawings: JSON files, tables, annotated images; frame CSVs, timelines, annotated videos."""
 
 from __future__ import annotations
 
@@ -87,3 +87,172 @@ def faces_table(results: Sequence[object]) -> str:
             second = f"{top[1][0]} {top[1][1]:.2f}" if len(top) > 1 else ""
             lines.append(f"{name:<40} {i:>4}  {box:<22} {f.label:<9} {top[0][1]:>5.2f}  {second}")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Video outputs: per-frame CSV (written as we go), Parquet, timeline plot, annotated video.
+# --------------------------------------------------------------------------------------------
+
+FRAME_COLUMNS: tuple[str, ...] = ("time_s", "frame", "track_id", "x", "y", "w", "h", "score", "label")
+
+
+class FrameCsvWriter:
+    """``<stem>.frames.csv``: one row per face per analysed frame, flushed after every frame, so
+    rows already computed survive a crash, a decode error or Ctrl-C.
+
+    Columns: ``time_s, frame, track_id, x, y, w, h, score, label, p_<class>...``.
+    """
+
+    def __init__(self, path: str | os.PathLike, labels: Sequence[str]) -> None:
+        import csv
+
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.labels = tuple(labels)
+        self._file = open(self.path, "w", newline="", encoding="utf-8")  # noqa: SIM115
+        self._csv = csv.writer(self._file)
+        self._csv.writerow([*FRAME_COLUMNS, *(f"p_{name}" for name in self.labels)])
+        self._file.flush()
+        self.rows = 0
+
+    def write_frame(self, time_s: float, frame: int, faces: Sequence[object]) -> None:
+        """Write one frame's faces (objects with ``track_id``, ``face``, ``label``, ``probs``)."""
+        for f in faces:
+            x, y, w, h = (int(round(float(v))) for v in f.face.box)  # type: ignore[attr-defined]
+            probs = f.probs  # type: ignore[attr-defined]
+            self._csv.writerow([
+                f"{time_s:.3f}", frame, f.track_id, x, y, w, h, f"{f.face.score:.3f}", f.label,  # type: ignore[attr-defined]
+                *(f"{probs.get(name, 0.0):.4f}" for name in self.labels),
+            ])
+            self.rows += 1
+        self._file.flush()
+
+    def close(self) -> None:
+        """Flush and close the file."""
+        if not self._file.closed:
+            self._file.close()
+
+    def __enter__(self) -> FrameCsvWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def write_parquet(csv_path: str | os.PathLike, parquet_path: str | os.PathLike) -> None:
+    """Convert a frames CSV into Parquet (needs ``pyarrow``: ``pip install 'emolens[parquet]'``)."""
+    import pandas as pd
+
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise RuntimeError("--format parquet needs pyarrow: pip install 'emolens[parquet]'") from None
+    table = pd.read_csv(csv_path)
+    Path(parquet_path).parent.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(parquet_path, index=False)
+
+
+def plot_timeline(csv_path: str | os.PathLike, png_path: str | os.PathLike, title: str | None = None) -> bool:
+    """PNG of every track's emotion probabilities over time (one panel per track, stacked areas).
+
+    Returns False (and writes nothing) when the CSV has no rows.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    table = pd.read_csv(csv_path)
+    if table.empty:
+        return False
+    classes = [c[2:] for c in table.columns if c.startswith("p_")]
+    tracks = sorted(table["track_id"].unique())[:12]
+    fig, axes = plt.subplots(len(tracks), 1, figsize=(10, 1.8 + 1.6 * len(tracks)), sharex=True, squeeze=False)
+    for ax, tid in zip(axes[:, 0], tracks, strict=True):
+        rows = table[table["track_id"] == tid].sort_values("time_s")
+        colors = [tuple(c / 255 for c in COLORS.get(n, (128, 128, 128))[::-1]) for n in classes]
+        ax.stackplot(rows["time_s"], *(rows[f"p_{n}"] for n in classes), labels=classes, colors=colors, step="post")
+        ax.set_ylim(0, 1)
+        ax.set_ylabel(f"track {tid}")
+    axes[0, 0].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    axes[-1, 0].set_xlabel("time (s)")
+    if title:
+        axes[0, 0].set_title(title)
+    fig.tight_layout()
+    Path(png_path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def draw_tracked(image: np.ndarray, faces: Sequence[object], bars: bool = True) -> np.ndarray:
+    """Draw tracked faces in place: box, ``#id label p%`` and probability bars."""
+    for f in faces:
+        label, probs = f.label, f.probs  # type: ignore[attr-defined]
+        title = f"#{f.track_id} {label} {probs.get(label, 0.0):.0%}"  # type: ignore[attr-defined]
+        draw_face(image, f.face.box, label, probs, title=title, bars=bars)  # type: ignore[attr-defined]
+    return image
+
+
+def draw_hud(image: np.ndarray, text: str) -> np.ndarray:
+    """Draw a small status line (e.g. ``"12.3 FPS  2 faces"``) in the top-left corner, in place."""
+    import cv2
+
+    scale = max(0.45, image.shape[0] / 900)
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    cv2.rectangle(image, (0, 0), (tw + 10, th + base + 10), (0, 0, 0), -1)
+    cv2.putText(image, text, (5, th + 5), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return image
+
+
+class VideoWriter:
+    """H.264 MP4 writer (PyAV/libx264, yuv420p: plays in browsers); odd sizes are cropped to even."""
+
+    def __init__(self, path: str | os.PathLike, fps: float = 30.0, crf: int = 23, preset: str = "veryfast") -> None:
+        from fractions import Fraction
+
+        import av
+
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.container = av.open(str(self.path), mode="w")
+        rate = Fraction(fps).limit_denominator(1001) if fps and fps > 0 else Fraction(30)
+        self.stream = self.container.add_stream("libx264", rate=rate)
+        self.stream.pix_fmt = "yuv420p"
+        self.stream.options = {"crf": str(crf), "preset": preset}
+        self.stream.thread_type = "AUTO"
+        self.size: tuple[int, int] | None = None
+        self.frames = 0
+
+    def write(self, image: np.ndarray) -> None:
+        """Append one BGR frame (all frames must have the size of the first)."""
+        import av
+
+        h, w = image.shape[:2]
+        if self.size is None:
+            self.size = (w - w % 2, h - h % 2)
+            self.stream.width, self.stream.height = self.size
+        w2, h2 = self.size
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:h2, :w2]), format="bgr24")
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+        self.frames += 1
+
+    def close(self) -> None:
+        """Flush the encoder and finish the file (a file with no frames is removed)."""
+        if self.container is None:
+            return
+        if self.frames:
+            for packet in self.stream.encode():
+                self.container.mux(packet)
+        self.container.close()
+        self.container = None
+        if not self.frames:
+            self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

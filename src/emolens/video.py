@@ -1,0 +1,463 @@
+"""Faces in video and live streams: source -> faces -> expressions -> tracks -> decisions -> outputs.
+
+>>> from emolens.video import VideoAnalyzer
+>>> summary = VideoAnalyzer().run("clip.mp4", "out/")   # out/clip.frames.csv, .summary.json, .annotated.mp4
+>>> summary["label_sum"], [t["label_vote"] for t in summary["tracks"]]
+
+Everything is a stream: a frame is decoded, analysed, written and dropped, so memory does not
+grow with video length. Speed levers (all in :class:`VideoOptions`): detection runs every
+``detect_every`` frames and the tracker carries boxes between (the carried crops are
+re-classified); detection runs on a frame downscaled so the smallest tracked face is about
+``detect_min_face`` pixels (a full-size pass every ``refresh_s`` finds new small faces); the
+classifier is batched over the faces of a frame; decoding runs in a background thread.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from emolens.api import FaceAnalyzer
+from emolens.decide import Decisions
+from emolens.expression import ExpressionModel
+from emolens.faces import Face, YuNetDetector, make_detector
+from emolens.labels import probs_dict
+from emolens.media import Frame, MediaError, VideoSource, source_kind
+from emolens.tracking import FaceTracker, ProbSmoother
+
+
+@dataclass
+class VideoOptions:
+    """Settings of the video pipeline (the ``emolens video``/``live`` options)."""
+
+    every: int = 1  #: analyse every N-th decoded frame
+    fps: float | None = None  #: or analyse at most F frames per second (by timestamp)
+    max_frames: int | None = None  #: stop after this many analysed frames
+    detect_every: int = 2  #: run the face detector on every N-th analysed frame; the tracker carries boxes between
+    detector: str = "yunet"  #: yunet (default) or haar (fallback, no landmarks)
+    min_score: float = 0.6  #: detections at or above this start tracks
+    low_score: float = 0.4  #: weaker detections down to this only continue existing tracks
+    detect_max_side: int = 640  #: detection never runs on a larger image than this (long side)
+    detect_min_face: int = 48  #: downscale detection so the smallest tracked face is about this tall (0: off)
+    refresh_s: float = 2.0  #: full-size detection at least this often (finds new, small faces)
+    smooth: str = "ema"  #: per-track smoothing of probabilities: ema, window or none
+    alpha: float = 0.5  #: ema weight of the newest frame
+    window: int = 5  #: window length (frames) for smooth=window
+    max_lost_s: float = 1.0  #: a track survives this long without its face (occlusion)
+    min_hits: int = 2  #: detections before a new track gets an id
+
+    def __post_init__(self) -> None:
+        if self.every < 1 or self.detect_every < 1:
+            raise ValueError("--every and --detect-every must be >= 1")
+        if self.fps is not None and self.fps <= 0:
+            raise ValueError("--fps must be > 0")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ValueError("--max-frames must be >= 1")
+        if self.smooth not in ("ema", "window", "none"):
+            raise ValueError(f"unknown smoothing {self.smooth!r} (ema, window, none)")
+
+
+@dataclass
+class TrackedFace:
+    """One face in one frame: its ``track_id``, detected (or carried) :class:`Face`, and the
+    (smoothed) expression ``label``/``probs``; ``detected`` is False for tracker-carried boxes."""
+
+    track_id: int
+    face: Face
+    label: str
+    probs: dict[str, float]
+    detected: bool = True
+    p: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+
+
+@dataclass
+class FrameResult:
+    """The faces of one analysed frame."""
+
+    frame: Frame
+    faces: list[TrackedFace]
+
+
+def output_stem(source: str) -> str:
+    """File-name stem for a source: the file/folder name, ``camera0``, or a cleaned-up URL."""
+    kind = source_kind(source)
+    if kind == "camera":
+        return f"camera{int(source)}"
+    if kind == "stream":
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", source.split("://", 1)[-1]).strip("_")[:80] or "stream"
+    return Path(source).stem if kind == "file" else Path(source).name
+
+
+class VideoAnalyzer:
+    """Detector, tracker, expression model and decisions for videos and streams (load once, reuse)."""
+
+    def __init__(self, options: VideoOptions | None = None, model: str | os.PathLike | ExpressionModel | None = None):
+        self.options = options or VideoOptions()
+        o = self.options
+        if o.detector == "yunet":
+            detector = YuNetDetector(min_score=min(o.low_score, o.min_score), max_side=o.detect_max_side)
+        else:
+            detector = make_detector(o.detector)
+        self.faces = FaceAnalyzer(detector, model)
+        self.labels: tuple[str, ...] = tuple(self.faces.model.labels)
+
+    # -- the per-frame pipeline -------------------------------------------------------------
+    def _detect(self, image: np.ndarray, tracker: FaceTracker, time_s: float, state: dict) -> list[Face]:
+        """Detect on a frame downscaled as far as the tracked faces allow (see :class:`VideoOptions`)."""
+        det, o = self.faces.detector, self.options
+        if not isinstance(det, YuNetDetector):
+            return det.detect(image)
+        long_side = max(image.shape[:2])
+        full = min(long_side, o.detect_max_side)
+        side = full
+        sizes = [min(t.face.box[2], t.face.box[3]) for t in tracker.tracks if t.confirmed]
+        if o.detect_min_face and sizes and time_s - state.get("last_full", -math.inf) < o.refresh_s:
+            side = int(min(full, max(160, long_side * o.detect_min_face / max(min(sizes), 1.0))))
+        if side >= full:
+            state["last_full"] = time_s
+        det.max_side = side
+        return det.detect(image)
+
+    def process(self, frames: Iterable[Frame]) -> Iterator[FrameResult]:
+        """Analyse a stream of frames (one video: tracker state lives for the duration of the call)."""
+        o, labels = self.options, self.labels
+        tracker = FaceTracker(high_score=o.min_score, max_lost_s=o.max_lost_s, min_hits=o.min_hits)
+        smoother = ProbSmoother(o.smooth, o.alpha, o.window)
+        state: dict = {}
+        for n, frame in enumerate(frames):
+            detected = n % o.detect_every == 0
+            if detected:
+                pairs = tracker.update(self._detect(frame.image, tracker, frame.time_s, state), frame.time_s)
+                smoother.forget(tracker.removed)
+            else:
+                pairs = tracker.carry(frame.time_s)
+            faces = [f for _, f in pairs]
+            probs = self.faces.model.predict(_align(frame.image, faces)) if faces else np.zeros((0, len(labels)))
+            tracked = []
+            for (track_id, face), p in zip(pairs, probs, strict=True):
+                p = smoother.update(track_id, p)
+                tracked.append(TrackedFace(track_id, face, labels[int(np.argmax(p))], probs_dict(p, labels), detected, p))
+            yield FrameResult(frame, tracked)
+
+    # -- one input to files ------------------------------------------------------------------
+    def run(
+        self,
+        source: str | int | os.PathLike,
+        out_dir: str | os.PathLike,
+        stem: str | None = None,
+        annotate: bool = True,
+        parquet: bool = False,
+        plot: bool = False,
+        progress: bool = False,
+    ) -> dict:
+        """Analyse one video/folder/camera/stream and write ``<stem>.frames.csv`` (rows flushed as
+        they are computed), ``<stem>.summary.json``, ``<stem>.annotated.mp4`` (``annotate``),
+        ``<stem>.frames.parquet`` (``parquet``) and ``<stem>.timeline.png`` (``plot``).
+
+        Returns the summary dict. A source that cannot be opened raises
+        :class:`~emolens.media.MediaError` (nothing is written); a decoding error midway is
+        recorded in ``summary["error"]`` after the rows before it were written.
+        """
+        from tqdm import tqdm
+
+        from emolens.outputs import FrameCsvWriter, VideoWriter, draw_tracked, plot_timeline, write_json, write_parquet
+
+        o = self.options
+        src = VideoSource(source, every=o.every, fps=o.fps, max_frames=o.max_frames)
+        info = src.info
+        out = Path(out_dir)
+        stem = stem or output_stem(str(source))
+        paths = {"frames_csv": out / f"{stem}.frames.csv", "summary_json": out / f"{stem}.summary.json"}
+        if annotate:
+            paths["annotated_mp4"] = out / f"{stem}.annotated.mp4"
+        sampled_fps = _sampled_fps(info.fps, o)
+        expected = None
+        if info.frame_count:
+            expected = math.ceil(info.frame_count / o.every) if o.fps is None else None
+            if o.fps is not None and info.duration_s:
+                expected = math.ceil(info.duration_s * min(o.fps, info.fps or o.fps))
+            if o.max_frames:
+                expected = min(expected or o.max_frames, o.max_frames)
+        decisions = Decisions(self.labels)
+        error = None
+        n = 0
+        last_t = 0.0
+        start = time.perf_counter()
+        writer = FrameCsvWriter(paths["frames_csv"], self.labels)
+        video = VideoWriter(paths["annotated_mp4"], fps=sampled_fps) if annotate else None
+        bar = tqdm(total=expected, unit="frame", desc=stem[:30], disable=not progress, leave=False, dynamic_ncols=True)
+        try:
+            for result in self.process(src):
+                frame = result.frame
+                n, last_t = n + 1, frame.time_s
+                writer.write_frame(frame.time_s, frame.index, result.faces)
+                for f in result.faces:
+                    decisions.add(f.track_id, frame.time_s, f.p)
+                if video is not None:
+                    video.write(draw_tracked(frame.image, result.faces))
+                bar.update()
+        except MediaError as exc:
+            error = str(exc)
+        finally:
+            bar.close()
+            writer.close()
+            src.close()
+            if video is not None:
+                video.close()
+        elapsed = time.perf_counter() - start
+        decoded_s = last_t + (1.0 / info.fps if info.fps else 0.0) if n else 0.0
+        duration = info.duration_s if (info.duration_s and error is None and o.max_frames is None) else decoded_s
+        tracks = decisions.track_summaries()
+        summary = {
+            "source": str(source),
+            "duration_s": round(duration, 3),
+            "frames_analysed": n,
+            "frames_decoded": src.frames_decoded,
+            "processing_fps": round(n / elapsed, 2) if elapsed > 0 else None,
+            "width": info.width,
+            "height": info.height,
+            "fps": round(info.fps, 3) if info.fps else None,
+            "faces_found": writer.rows,
+            "tracks": tracks,
+            **decisions.video(),
+            "labels": list(self.labels),
+            "model": str(self.faces.model.path),
+            "options": asdict(o),
+            "outputs": {k: str(v) for k, v in paths.items()},
+            "message": None if tracks else "no face found in the analysed frames",
+            "error": error,
+        }
+        if parquet:
+            paths["frames_parquet"] = out / f"{stem}.frames.parquet"
+            write_parquet(paths["frames_csv"], paths["frames_parquet"])
+        if plot and tracks:
+            paths["timeline_png"] = out / f"{stem}.timeline.png"
+            plot_timeline(paths["frames_csv"], paths["timeline_png"], title=stem)
+        summary["outputs"] = {k: str(v) for k, v in paths.items()}
+        write_json(summary, paths["summary_json"])
+        return summary
+
+
+def _align(image: np.ndarray, faces: list[Face]) -> np.ndarray:
+    from emolens.faces import align_faces
+
+    return align_faces(image, faces)
+
+
+def _sampled_fps(fps: float | None, o: VideoOptions) -> float:
+    base = fps or 30.0
+    return min(base, o.fps) if o.fps else base / o.every
+
+
+def analyze_video(source: str | int | os.PathLike, out_dir: str | os.PathLike, **options: object) -> dict:
+    """Analyse one video into ``out_dir`` with default settings overridden by ``options``
+    (:class:`VideoOptions` fields, plus ``annotate``, ``parquet``, ``plot``); returns the summary."""
+    run_keys = {"annotate", "parquet", "plot", "progress", "stem"}
+    run_kwargs = {k: v for k, v in options.items() if k in run_keys}
+    opts = VideoOptions(**{k: v for k, v in options.items() if k not in run_keys})  # type: ignore[arg-type]
+    return VideoAnalyzer(opts).run(source, out_dir, **run_kwargs)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------
+# Live: window where a display exists, otherwise an MJPEG preview on localhost.
+# --------------------------------------------------------------------------------------------
+
+
+def has_display() -> bool:
+    """True when OpenCV can open a window here (a GUI build of OpenCV and a display)."""
+    import sys
+
+    import cv2
+
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False
+    try:
+        cv2.namedWindow("emolens-probe", cv2.WINDOW_NORMAL)
+        cv2.destroyWindow("emolens-probe")
+        return True
+    except cv2.error:
+        return False
+
+
+class MjpegServer:
+    """A tiny MJPEG preview server: ``/`` (page), ``/stream`` (multipart MJPEG), ``/frame.jpg``.
+
+    Bound to ``host`` (127.0.0.1 by default: not reachable from other machines); ``port=0``
+    picks a free port. Frames are JPEG-encoded only when a client asks for them.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 8765, quality: int = 80) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.quality = quality
+        self._cond = threading.Condition()
+        self._image: np.ndarray | None = None
+        self._seq = 0
+        self._stopped = False
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:  # quiet
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                if self.path.startswith("/stream"):
+                    self._stream()
+                elif self.path.startswith("/frame.jpg"):
+                    jpeg = server.wait_jpeg(0, timeout=5.0)[1]
+                    if jpeg is None:
+                        self.send_error(503, "no frame yet")
+                        return
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/jpeg")
+                    self.send_header("Content-Length", str(len(jpeg)))
+                    self.end_headers()
+                    self.wfile.write(jpeg)
+                else:
+                    body = b"<html><body style='margin:0;background:#111'><img src='/stream' style='max-width:100%'>" \
+                           b"</body></html>"
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+
+            def _stream(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.send_header("Cache-Control", "no-cache")
+                self.end_headers()
+                seq = 0
+                try:
+                    while True:
+                        seq, jpeg = server.wait_jpeg(seq, timeout=1.0)
+                        if server._stopped:
+                            return
+                        if jpeg is None:
+                            continue
+                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                                         + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    return
+
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd.daemon_threads = True
+        self.host, self.port = self.httpd.server_address[:2]
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="emolens-mjpeg", daemon=True)
+
+    @property
+    def url(self) -> str:
+        """Where to look: ``http://host:port/``."""
+        return f"http://{self.host}:{self.port}/"
+
+    def start(self) -> MjpegServer:
+        """Serve in a background thread."""
+        self._thread.start()
+        return self
+
+    def publish(self, image: np.ndarray) -> None:
+        """Make ``image`` (BGR) the current frame."""
+        with self._cond:
+            self._image, self._seq = image, self._seq + 1
+            self._cond.notify_all()
+
+    def wait_jpeg(self, after: int, timeout: float) -> tuple[int, bytes | None]:
+        """The newest frame after sequence number ``after`` as JPEG (None on timeout/stop)."""
+        import cv2
+
+        with self._cond:
+            self._cond.wait_for(lambda: self._seq > after or self._stopped, timeout=timeout)
+            if self._stopped or self._image is None or self._seq <= after:
+                return after, None
+            seq, image = self._seq, self._image
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        return seq, buf.tobytes() if ok else None
+
+    def stop(self) -> None:
+        """Stop serving and close the socket (open streams end)."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def run_live(
+    source: str | int,
+    options: VideoOptions | None = None,
+    csv_path: str | os.PathLike | None = None,
+    window: bool | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    realtime: bool = True,
+    on_ready: Callable[[str], None] | None = None,
+    analyzer: VideoAnalyzer | None = None,
+) -> dict:
+    """Real-time overlay of a camera, stream or file: a window where a display exists
+    (``window=None``: auto), otherwise an MJPEG preview on ``host:port``. Stops on ``q``/Esc
+    in the window, Ctrl-C, the end of the source, or ``options.max_frames``. ``realtime`` paces
+    files to their own clock. ``csv_path`` gets the same rows as ``emolens video``.
+
+    Returns ``{"frames", "fps", "stopped", "preview"}``.
+    """
+    import cv2
+
+    from emolens.outputs import FrameCsvWriter, draw_hud, draw_tracked
+
+    analyzer = analyzer or VideoAnalyzer(options)
+    o = analyzer.options
+    src = VideoSource(source, every=o.every, fps=o.fps, max_frames=o.max_frames)
+    show = has_display() if window is None else window
+    server = None if show else MjpegServer(host, port).start()
+    preview = "window" if show else server.url  # type: ignore[union-attr]
+    if on_ready:
+        on_ready(preview)
+    writer = FrameCsvWriter(csv_path, analyzer.labels) if csv_path else None
+    pace = realtime and not src.info.is_live
+    n, fps, stopped = 0, 0.0, "end of source"
+    start = last = time.perf_counter()
+    try:
+        for result in analyzer.process(src):
+            frame = result.frame
+            if pace:
+                delay = start + frame.time_s - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            now = time.perf_counter()
+            fps = 0.9 * fps + 0.1 / max(now - last, 1e-6) if n else 0.0
+            last, n = now, n + 1
+            if writer:
+                writer.write_frame(frame.time_s, frame.index, result.faces)
+            image = draw_tracked(frame.image, result.faces)
+            draw_hud(image, f"{fps:.1f} FPS  {len(result.faces)} face(s)  t={frame.time_s:.1f}s")
+            if show:
+                cv2.imshow("emolens live (q to quit)", image)
+                if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                    stopped = "q pressed"
+                    break
+            else:
+                server.publish(image)  # type: ignore[union-attr]
+        else:
+            if o.max_frames and n >= o.max_frames:
+                stopped = "max frames reached"
+    except KeyboardInterrupt:
+        stopped = "interrupted"
+    finally:
+        src.close()
+        if writer:
+            writer.close()
+        if server:
+            server.stop()
+        if show:
+            cv2.destroyAllWindows()
+    elapsed = time.perf_counter() - start
+    return {"frames": n, "fps": round(n / elapsed, 2) if elapsed > 0 else None, "stopped": stopped, "preview": preview}
