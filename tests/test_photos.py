@@ -102,7 +102,8 @@ def test_detectors_agree_on_sample() -> None:
 def test_cli_image_json_and_errors(media: Path, tmp_path: Path) -> None:
     out = tmp_path / "res.json"
     ann = tmp_path / "ann"
-    proc = run_cli("image", str(media / "photos"), str(media / "bad" / "corrupt.jpg"), str(media / "bad" / "zero_len.png"),
+    bad = media / "bad"
+    proc = run_cli("image", str(media / "photos"), str(bad / "corrupt.jpg"), str(bad / "zero_len.png"),
                    "--json", str(out), "--save-annotated", str(ann))
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -111,7 +112,8 @@ def test_cli_image_json_and_errors(media: Path, tmp_path: Path) -> None:
     by_name = {Path(d["path"]).name: d for d in data}
     assert by_name["corrupt.jpg"]["error"] and by_name["corrupt.jpg"]["faces"] == []
     assert "empty" in by_name["zero_len.png"]["error"]
-    assert by_name["no_face_landscape.jpg"] == {"path": by_name["no_face_landscape.jpg"]["path"], "faces": [], "error": None}
+    no_face = by_name["no_face_landscape.jpg"]
+    assert no_face == {"path": no_face["path"], "faces": [], "error": None}
     assert len(by_name["group_friends_6faces.jpg"]["faces"]) == 6
     for d in data:
         for face in d["faces"]:

@@ -71,7 +71,9 @@ def evaluate_face(
     split: Annotated[str, typer.Option(help="Training, PublicTest or PrivateTest.")] = "PrivateTest",
     model: Annotated[Optional[Path], typer.Option(help="ONNX model (default: the shipped one).")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write metrics JSON here.")] = None,
-    confusion_png: Annotated[Optional[Path], typer.Option("--confusion", help="Write the confusion matrix PNG here.")] = None,
+    confusion_png: Annotated[
+        Optional[Path], typer.Option("--confusion", help="Write the confusion matrix PNG here.")
+    ] = None,
 ) -> None:
     """Accuracy, macro-F1, per-class scores and confusion matrix of the face model."""
     from emolens.datasets import load_face_data, load_image_folder
@@ -110,7 +112,7 @@ def evaluate_face(
 def train_face_cmd(
     data: Annotated[Path, typer.Option(help="FER2013 csv (.csv, .gz, .xz) or an image folder.")],
     out: Annotated[Path, typer.Option(help="Output folder: checkpoints, curves, metrics, ONNX.")],
-    ferplus: Annotated[Optional[Path], typer.Option(help="FER+ votes csv: mix its soft labels into the targets.")] = None,
+    ferplus: Annotated[Optional[Path], typer.Option(help="FER+ votes csv: mix its soft labels in.")] = None,
     soft_weight: Annotated[float, typer.Option(help="Weight of the FER+ soft labels (with --ferplus).")] = 0.3,
     epochs: Annotated[int, typer.Option(help="Epochs.")] = 45,
     width: Annotated[int, typer.Option(help="Network width (channels of the first stage).")] = 40,
@@ -143,9 +145,9 @@ def train_face_cmd(
 
 
 def _register_modules() -> None:
-    from emolens import cli_speech, cli_video
+    from emolens import cli_server, cli_speech, cli_video
 
-    for module in (cli_video, cli_speech):
+    for module in (cli_video, cli_speech, cli_server):
         module.register(app, train_app, evaluate_app)
 
 

@@ -1,9 +1,191 @@
-"""``emolens`` commands for the speech pipeline (registered by :mod:`emolens.cli`)."""
+"""``emolens`` commands for the speech pipeline (registered by :mod:`emolens.cli`).
+
+* ``emolens audio PATH... [--json OUT]``: emotion of each recording (audio file or a video's
+  audio track), with a VAD-based timeline of segments;
+* ``emolens train speech --data DIR --out DIR``: speaker-independent cross-validation, the MFCC
+  baseline, and the final ONNX model;
+* ``emolens evaluate speech --data DIR``: metrics of an ONNX speech model on labelled audio.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
 
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _audio_table(results: list, timeline: bool) -> str:
+    lines = [f"{'file':<40} {'duration':>8} {'speech':>7} {'label':<9} {'prob':>5}  segments"]
+    for r in results:
+        name = Path(r.path).name if r.path else "<array>"
+        if r.error:
+            lines.append(f"{name:<40}  ERROR: {r.error}")
+            continue
+        if r.label is None:
+            lines.append(f"{name:<40} {r.duration_s:>7.1f}s {0:>6.1f}s  no speech found")
+            continue
+        lines.append(f"{name:<40} {r.duration_s:>7.1f}s {r.speech_s:>6.1f}s {r.label:<9} {r.probs[r.label]:>5.2f}  "
+                     f"{len(r.segments)}")
+        if timeline:
+            for s in r.segments:
+                lines.append(f"    {s.start_s:>8.2f}-{s.end_s:<8.2f} {s.label:<9} {s.probs[s.label]:.2f}")
+    return "\n".join(lines)
+
+
+def audio(
+    paths: Annotated[list[Path], typer.Argument(help="Audio or video files, or folders (walked recursively).")],
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write results as JSON here.")] = None,
+    vad: Annotated[str, typer.Option(help="Voice activity detection: auto (Silero if installed, else energy), "
+                                          "silero, energy or none (whole file is one segment).")] = "auto",
+    max_segment: Annotated[float, typer.Option(help="Speech regions longer than this (s) are cut into "
+                                                    "pieces of one model window (3 s).")] = 4.0,
+    threshold: Annotated[float, typer.Option(help="VAD speech probability threshold.")] = 0.5,
+    model: Annotated[Optional[Path], typer.Option(help="ONNX speech model (default: the shipped one).")] = None,
+    threads: Annotated[int, typer.Option(help="onnxruntime threads for the emotion model (0: all cores).")] = 0,
+    timeline: Annotated[bool, typer.Option("--timeline", "-t", help="Print every segment.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not print the table.")] = False,
+) -> None:
+    """Recognise the emotion in speech: one label per file plus a timeline of speech segments."""
+    from emolens.outputs import write_json
+    from emolens.voice import AudioAnalyzer, iter_audio_paths
+
+    files = iter_audio_paths(paths)
+    if not files:
+        _fail("no audio or video files found in the given paths")
+    try:
+        analyzer = AudioAnalyzer(model, vad=vad, threads=threads or None, threshold=threshold,
+                                 max_segment_s=max_segment)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    results = []
+    for path in files:
+        try:
+            result = analyzer.analyze_file(path)
+        except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
+            from emolens.voice import AudioResult
+
+            result = AudioResult(str(path), error=f"{path}: {type(exc).__name__}: {exc}")
+        results.append(result)
+        if json_out:  # rewritten after every file: nothing computed is lost on a crash or Ctrl-C
+            write_json([r.to_dict() for r in results], json_out)
+    if not quiet:
+        typer.echo(_audio_table(results, timeline))
+    n_err = sum(r.error is not None for r in results)
+    typer.echo(f"{len(results)} file(s), {sum(len(r.segments) for r in results)} segment(s), {n_err} error(s)",
+               err=True)
+    if json_out:
+        typer.echo(f"wrote {json_out}", err=True)
+    if n_err == len(results):
+        raise typer.Exit(1)
+
+
+def evaluate_speech(
+    data: Annotated[Path, typer.Option(help="RAVDESS folder (Actor_XX/03-01-...) or root/<label>/*.wav.")],
+    model: Annotated[Optional[Path], typer.Option(help="ONNX model (default: the shipped one).")] = None,
+    speakers: Annotated[str, typer.Option(help="Speakers to evaluate: 'heldout' (the model's held-out speakers, "
+                                               "from its JSON), 'all', or a list like 23,24.")] = "heldout",
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write metrics JSON here.")] = None,
+    confusion_png: Annotated[Optional[Path], typer.Option("--confusion", help="Write the confusion matrix PNG here.")]
+    = None,
+) -> None:
+    """Accuracy, macro-F1, per-class scores and confusion matrix of a speech model on labelled audio."""
+    import numpy as np
+
+    from emolens.media import MediaError, load_audio
+    from emolens.metrics import classification_report, format_report, plot_confusion
+    from emolens.outputs import write_json
+    from emolens.voice import SpeechEmotionModel, load_speech_data
+
+    if not data.exists():
+        _fail(f"{data}: not found")
+    try:
+        dataset = load_speech_data(data)
+        net = SpeechEmotionModel(model)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    if speakers == "heldout":
+        chosen = net.meta.get("held_out_speakers") or []
+        if not chosen:
+            typer.echo("note: the model lists no held-out speakers; evaluating on all files", err=True)
+    elif speakers == "all":
+        chosen = []
+    else:
+        chosen = [s.strip().zfill(2) if s.strip().isdigit() else s.strip() for s in speakers.split(",") if s.strip()]
+    if chosen:
+        dataset = dataset.subset(np.isin(dataset.speakers, chosen))
+        if len(dataset) == 0:
+            _fail(f"no files from speakers {','.join(chosen)} in {data}")
+    probs, errors = [], 0
+    for path in dataset.paths:
+        try:
+            probs.append(net.predict_audio(load_audio(path, net.params.sample_rate)))
+        except MediaError as exc:
+            typer.echo(f"skipped: {exc}", err=True)
+            probs.append(np.full(len(net.labels), np.nan))
+            errors += 1
+    probs_arr = np.asarray(probs)
+    ok = ~np.isnan(probs_arr).any(axis=1)
+    if not ok.any():
+        _fail("no file could be decoded")
+    label_index = [net.labels.index(c) for c in dataset.classes]
+    pred = probs_arr[ok][:, label_index].argmax(1)
+    report = classification_report(dataset.labels[ok], pred, dataset.classes)
+    report["model"] = str(net.path)
+    report["speakers"] = sorted(set(dataset.speakers.tolist()))
+    report["errors"] = errors
+    typer.echo(format_report(report))
+    if json_out:
+        write_json(report, json_out)
+        typer.echo(f"wrote {json_out}", err=True)
+    png = confusion_png or (json_out.with_suffix(".confusion.png") if json_out else None)
+    if png:
+        plot_confusion(report, png, title=f"speech, speakers {','.join(report['speakers'])}")
+        typer.echo(f"wrote {png}", err=True)
+
+
+def train_speech_cmd(
+    data: Annotated[Path, typer.Option(help="RAVDESS folder (Actor_XX/03-01-...) or root/<label>/*.wav.")],
+    out: Annotated[Path, typer.Option(help="Output folder: CV results, curves, confusion matrices, ONNX.")],
+    model: Annotated[str, typer.Option(help="cnn (log-mel 2D CNN + attentive pooling) or mfcc (baseline).")] = "cnn",
+    folds: Annotated[int, typer.Option(help="Speaker-independent cross-validation folds.")] = 6,
+    cv: Annotated[bool, typer.Option(help="Run the cross-validation.")] = True,
+    baseline: Annotated[bool, typer.Option(help="Also cross-validate the MFCC + 1D-CNN baseline.")] = True,
+    final: Annotated[bool, typer.Option(help="Train and export the final model.")] = True,
+    holdout: Annotated[str, typer.Option(help="Speakers kept out of the final model (comma list, '' for none).")]
+    = "23,24",
+    epochs: Annotated[int, typer.Option(help="Epochs.")] = 25,
+    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 32,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, one-cycle cosine).")] = 3e-3,
+    mixup: Annotated[float, typer.Option(help="Mixup alpha (0: off).")] = 0.0,
+    threads: Annotated[int, typer.Option(help="Torch threads.")] = 1,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    max_files: Annotated[int, typer.Option(help="Use a random subset of this many files (0: all; for smoke tests).")]
+    = 0,
+) -> None:
+    """Cross-validate speaker-independently, then train and export the speech-emotion model."""
+    try:
+        from emolens.train.speech import SpeechTrainConfig, train_speech
+    except ImportError as exc:
+        _fail(f"training needs PyTorch: pip install 'emolens[train]' ({exc})")
+    if not data.exists():
+        _fail(f"{data}: not found")
+    cfg = SpeechTrainConfig(data=str(data), out=str(out), model=model, folds=folds, cv=cv, baseline=baseline,
+                            final=final, holdout=holdout, epochs=epochs, batch_size=batch_size, lr=lr, mixup=mixup,
+                            threads=threads, seed=seed, max_files=max_files)
+    try:
+        train_speech(cfg)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+
+
 def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer) -> None:
     """Add this module's commands to the CLI."""
+    app.command("audio")(audio)
+    train_app.command("speech")(train_speech_cmd)
+    evaluate_app.command("speech")(evaluate_speech)

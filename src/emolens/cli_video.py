@@ -1,9 +1,163 @@
-"""``emolens`` commands for the video pipeline (registered by :mod:`emolens.cli`)."""
+"""``emolens`` commands for the video pipeline (registered by :mod:`emolens.cli`): ``video`` and ``live``."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
+
+Every = Annotated[int, typer.Option(help="Analyse every N-th frame.", min=1)]
+Fps = Annotated[Optional[float], typer.Option("--fps", help="Analyse at most F frames per second (not --every).")]
+DetectEvery = Annotated[int, typer.Option(help="Detect faces every N analysed frames; the tracker carries boxes "
+                                               "between (their crops are re-classified).", min=1)]
+MaxFrames = Annotated[Optional[int], typer.Option(help="Stop after this many analysed frames.", min=1)]
+Detector = Annotated[str, typer.Option(help="Face detector: yunet or haar.")]
+MinScore = Annotated[float, typer.Option(help="Minimum detection confidence for a new track (0..1).")]
+Smooth = Annotated[str, typer.Option(help="Per-track smoothing of probabilities: ema, window or none.")]
+Alpha = Annotated[float, typer.Option(help="EMA weight of the newest frame (--smooth ema).")]
+Window = Annotated[int, typer.Option(help="Frames averaged (--smooth window).", min=1)]
+Model = Annotated[Optional[Path], typer.Option(help="Expression model (ONNX; default: the shipped one).")]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _analyzer(model: Optional[Path], **options: object):  # noqa: ANN202
+    from emolens.video import VideoAnalyzer, VideoOptions
+
+    try:
+        opts = VideoOptions(**options)  # type: ignore[arg-type]
+        return VideoAnalyzer(opts, model)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        _fail(str(exc))
+
+
+def _unique_stem(source: str, used: set[str]) -> str:
+    from emolens.video import output_stem
+
+    stem = output_stem(source)
+    if stem in used:
+        suffix = Path(source).suffix.lstrip(".")
+        stem = f"{stem}.{suffix}" if suffix and f"{stem}.{suffix}" not in used else stem
+        base, i = stem, 2
+        while stem in used:
+            stem, i = f"{base}-{i}", i + 1
+    used.add(stem)
+    return stem
 
 
 def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer) -> None:
     """Add this module's commands to the CLI."""
+
+    @app.command()
+    def video(
+        paths: Annotated[list[str], typer.Argument(help="Video files, image folders, camera index (0) or stream URLs. "
+                                                        "A folder without images is expanded into its videos.")],
+        out: Annotated[Path, typer.Option(help="Output folder.")],
+        every: Every = 1,
+        fps: Fps = None,
+        detect_every: DetectEvery = 2,
+        max_frames: MaxFrames = None,
+        detector: Detector = "yunet",
+        min_score: MinScore = 0.6,
+        smooth: Smooth = "ema",
+        alpha: Alpha = 0.5,
+        window: Window = 5,
+        model: Model = None,
+        annotate: Annotated[bool, typer.Option(help="Write <stem>.annotated.mp4 (boxes, ids, labels, bars).")] = True,
+        fmt: Annotated[str, typer.Option("--format", help="csv, or parquet (also <stem>.frames.parquet).")] = "csv",
+        plot: Annotated[bool, typer.Option(help="Write <stem>.timeline.png (emotions per track over time).")] = False,
+        progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    ) -> None:
+        """Faces in videos: tracks, per-frame expressions, one decision per track and per video.
+
+        Writes, per input, OUT/<stem>.frames.csv, OUT/<stem>.summary.json and OUT/<stem>.annotated.mp4.
+        """
+        from emolens.media import MediaError, iter_video_inputs
+
+        if fmt not in ("csv", "parquet"):
+            _fail(f"unknown --format {fmt!r} (csv, parquet)")
+        if fmt == "parquet":
+            try:
+                import pyarrow  # noqa: F401
+            except ImportError:
+                _fail("--format parquet needs pyarrow: pip install 'emolens[parquet]'")
+        inputs = iter_video_inputs(paths)
+        if not inputs:
+            _fail("no video inputs found in the given paths")
+        analyzer = _analyzer(model, every=every, fps=fps, detect_every=detect_every, max_frames=max_frames,
+                             detector=detector, min_score=min_score, smooth=smooth, alpha=alpha, window=window)
+        failed, used = 0, set()
+        for source in inputs:
+            try:
+                summary = analyzer.run(source, out, stem=_unique_stem(source, used), annotate=annotate,
+                                       parquet=fmt == "parquet", plot=plot, progress=progress)
+            except (MediaError, OSError, ValueError, RuntimeError) as exc:
+                failed += 1
+                typer.echo(f"error: {exc}", err=True)
+                continue
+            except Exception as exc:  # noqa: BLE001  (never a traceback for one bad input; the others still run)
+                failed += 1
+                typer.echo(f"error: {source}: unexpected {type(exc).__name__}: {exc}", err=True)
+                continue
+            name = Path(source).name or source
+            tracks = summary["tracks"]
+            line = (f"{name}: {summary['frames_analysed']} frames, {len(tracks)} track(s), "
+                    f"label_sum={summary['label_sum']} label_vote={summary['label_vote']}, "
+                    f"{summary['processing_fps']} FPS")
+            typer.echo(line)
+            if summary["error"]:
+                failed += 1
+                typer.echo(f"error: {summary['error']} ({summary['faces_found']} rows written before it were kept)",
+                           err=True)
+            elif not tracks:
+                n = summary["frames_analysed"]
+                typer.echo(f"{name}: no face found ({n} frames analysed; empty table)", err=True)
+        typer.echo(f"{len(inputs)} input(s), {failed} error(s); outputs in {out}", err=True)
+        if failed:
+            raise typer.Exit(1)
+
+    @app.command()
+    def live(
+        source: Annotated[str, typer.Option(help="Camera index (0), stream URL (rtsp/http) or video file.")] = "0",
+        csv: Annotated[Optional[Path], typer.Option(help="Also write the per-frame rows (the CSV of `video`).")] = None,
+        window: Annotated[Optional[bool], typer.Option("--window/--no-window",
+                                                       help="Show a window (default: when a display exists; "
+                                                            "otherwise an MJPEG preview is served).")] = None,
+        host: Annotated[str, typer.Option(help="MJPEG preview address (localhost only by default).")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="MJPEG preview port (0: any free port).")] = 8765,
+        realtime: Annotated[bool, typer.Option(help="Play files at their own speed (not as fast as they go).")] = True,
+        every: Every = 1,
+        fps: Fps = None,
+        detect_every: DetectEvery = 2,
+        max_frames: MaxFrames = None,
+        detector: Detector = "yunet",
+        min_score: MinScore = 0.6,
+        smooth: Smooth = "ema",
+        alpha: Alpha = 0.5,
+        window_frames: Annotated[int, typer.Option("--smooth-window", help="Frames averaged (--smooth window).",
+                                                   min=1)] = 5,
+        model: Model = None,
+    ) -> None:
+        """Real-time overlay of a camera, stream or file (q or Ctrl-C stops); shows FPS."""
+        from emolens.media import MediaError
+        from emolens.video import run_live
+
+        analyzer = _analyzer(model, every=every, fps=fps, detect_every=detect_every, max_frames=max_frames,
+                             detector=detector, min_score=min_score, smooth=smooth, alpha=alpha, window=window_frames)
+
+        def ready(preview: str) -> None:
+            where = "in a window (q to quit)" if preview == "window" else f"at {preview} (Ctrl-C to stop)"
+            typer.echo(f"live preview {where}", err=True)
+
+        try:
+            result = run_live(source, csv_path=csv, window=window, host=host, port=port, realtime=realtime,
+                              on_ready=ready, analyzer=analyzer)
+        except (MediaError, OSError, ValueError, RuntimeError) as exc:
+            _fail(str(exc), 1)
+        typer.echo(f"stopped ({result['stopped']}): {result['frames']} frames, {result['fps']} FPS", err=True)
+        if csv:
+            typer.echo(f"wrote {csv}", err=True)

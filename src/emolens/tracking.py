@@ -120,6 +120,7 @@ class FaceTracker:
         self.tracks: list[Track] = []
         self.next_id = 1
         self.updates = 0
+        self.last_update_s: float | None = None
         self.removed: list[int] = []
 
     def update(self, faces: list[Face], time_s: float) -> list[tuple[int, Face]]:
@@ -127,6 +128,7 @@ class FaceTracker:
         self.removed = []
         first_frame = self.updates == 0
         self.updates += 1
+        self.last_update_s = time_s
         predicted = np.array([t.predict(time_s).box for t in self.tracks], dtype=np.float32).reshape(-1, 4)
         strong = [i for i, f in enumerate(faces) if f.score >= self.high_score]
         weak = [i for i, f in enumerate(faces) if f.score < self.high_score]
@@ -162,9 +164,9 @@ class FaceTracker:
         return [(t.track_id, t.face) for t in self.tracks if t.confirmed and t.last_s == time_s]
 
     def carry(self, time_s: float, max_gap_s: float = 0.5) -> list[tuple[int, Face]]:
-        """Boxes for a frame without detection: confirmed tracks seen at the last detection
-        frame (within ``max_gap_s``), moved by their velocity to ``time_s``."""
-        last = max((t.last_s for t in self.tracks), default=None)
+        """Boxes for a frame without detection: confirmed tracks matched at the last detection
+        frame (if it is at most ``max_gap_s`` old), moved by their velocity to ``time_s``."""
+        last = self.last_update_s
         if last is None or time_s - last > max_gap_s:
             return []
         return [(t.track_id, t.predict(time_s)) for t in self.tracks if t.confirmed and t.last_s == last]

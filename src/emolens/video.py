@@ -28,7 +28,7 @@ import numpy as np
 from emolens.api import FaceAnalyzer
 from emolens.decide import Decisions
 from emolens.expression import ExpressionModel
-from emolens.faces import Face, YuNetDetector, make_detector
+from emolens.faces import Face, YuNetDetector, limit_detector_threads, make_detector
 from emolens.labels import probs_dict
 from emolens.media import Frame, MediaError, VideoSource, source_kind
 from emolens.tracking import FaceTracker, ProbSmoother
@@ -46,13 +46,14 @@ class VideoOptions:
     min_score: float = 0.6  #: detections at or above this start tracks
     low_score: float = 0.4  #: weaker detections down to this only continue existing tracks
     detect_max_side: int = 640  #: detection never runs on a larger image than this (long side)
-    detect_min_face: int = 48  #: downscale detection so the smallest tracked face is about this tall (0: off)
-    refresh_s: float = 2.0  #: full-size detection at least this often (finds new, small faces)
+    detect_min_face: int = 40  #: downscale detection so the smallest tracked face is about this tall (0: off)
+    refresh_s: float = 2.0  #: full-size detection at least this often (finds new, small faces; else half size)
     smooth: str = "ema"  #: per-track smoothing of probabilities: ema, window or none
     alpha: float = 0.5  #: ema weight of the newest frame
     window: int = 5  #: window length (frames) for smooth=window
     max_lost_s: float = 1.0  #: a track survives this long without its face (occlusion)
     min_hits: int = 2  #: detections before a new track gets an id
+    threads: int = 1  #: CPU threads of the detector (OpenMP) and of the classifier (onnxruntime)
 
     def __post_init__(self) -> None:
         if self.every < 1 or self.detect_every < 1:
@@ -106,6 +107,9 @@ class VideoAnalyzer:
             detector = YuNetDetector(min_score=min(o.low_score, o.min_score), max_side=o.detect_max_side)
         else:
             detector = make_detector(o.detector)
+        limit_detector_threads(o.threads)
+        if model is None or isinstance(model, (str, os.PathLike)):
+            model = ExpressionModel(model, threads=o.threads)  # tiny batches: one thread, no spinning pool
         self.faces = FaceAnalyzer(detector, model)
         self.labels: tuple[str, ...] = tuple(self.faces.model.labels)
 
@@ -117,10 +121,13 @@ class VideoAnalyzer:
             return det.detect(image)
         long_side = max(image.shape[:2])
         full = min(long_side, o.detect_max_side)
-        side = full
         sizes = [min(t.face.box[2], t.face.box[3]) for t in tracker.tracks if t.confirmed]
-        if o.detect_min_face and sizes and time_s - state.get("last_full", -math.inf) < o.refresh_s:
+        if not o.detect_min_face or time_s - state.get("last_full", -math.inf) >= o.refresh_s:
+            side = full
+        elif sizes:  # faces are tracked: shrink until the smallest is about detect_min_face pixels
             side = int(min(full, max(160, long_side * o.detect_min_face / max(min(sizes), 1.0))))
+        else:  # nothing tracked: a half-size pass between the full-size ones
+            side = int(min(full, max(160, o.detect_max_side // 2)))
         if side >= full:
             state["last_full"] = time_s
         det.max_side = side
@@ -144,7 +151,8 @@ class VideoAnalyzer:
             tracked = []
             for (track_id, face), p in zip(pairs, probs, strict=True):
                 p = smoother.update(track_id, p)
-                tracked.append(TrackedFace(track_id, face, labels[int(np.argmax(p))], probs_dict(p, labels), detected, p))
+                label = labels[int(np.argmax(p))]
+                tracked.append(TrackedFace(track_id, face, label, probs_dict(p, labels), detected, p))
             yield FrameResult(frame, tracked)
 
     # -- one input to files ------------------------------------------------------------------
@@ -162,9 +170,9 @@ class VideoAnalyzer:
         they are computed), ``<stem>.summary.json``, ``<stem>.annotated.mp4`` (``annotate``),
         ``<stem>.frames.parquet`` (``parquet``) and ``<stem>.timeline.png`` (``plot``).
 
-        Returns the summary dict. A source that cannot be opened raises
-        :class:`~emolens.media.MediaError` (nothing is written); a decoding error midway is
-        recorded in ``summary["error"]`` after the rows before it were written.
+        Returns the summary dict. A source that cannot be opened or whose first frame cannot be
+        decoded raises :class:`~emolens.media.MediaError` (nothing is left behind); a decoding
+        error midway is recorded in ``summary["error"]`` and the rows before it are kept.
         """
         from tqdm import tqdm
 
@@ -212,6 +220,9 @@ class VideoAnalyzer:
             src.close()
             if video is not None:
                 video.close()
+        if error is not None and n == 0:  # nothing decodable at all: like a file that does not open
+            paths["frames_csv"].unlink(missing_ok=True)
+            raise MediaError(error)
         elapsed = time.perf_counter() - start
         decoded_s = last_t + (1.0 / info.fps if info.fps else 0.0) if n else 0.0
         duration = info.duration_s if (info.duration_s and error is None and o.max_frames is None) else decoded_s

@@ -1,0 +1,299 @@
+"""Background video jobs: one folder per job, one worker thread, progress, results kept until deleted.
+
+Layout: ``<jobs_dir>/<uuid>/job.json`` (state), ``input<.ext>`` (the upload) and ``out/``
+(``video.frames.csv``, ``video.summary.json``, ``video.annotated.mp4`` written by
+:meth:`emolens.video.VideoAnalyzer.run`). Job ids are random UUIDs; every lookup validates the
+id before it touches the disk, so no request can name a path outside the jobs folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import queue
+import re
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+STEM = "video"
+#: Downloadable results of a finished job: URL name -> (file in ``out/``, media type).
+RESULT_FILES = {
+    "frames.csv": (f"{STEM}.frames.csv", "text/csv"),
+    "summary.json": (f"{STEM}.summary.json", "application/json"),
+    "annotated.mp4": (f"{STEM}.annotated.mp4", "video/mp4"),
+}
+ACTIVE = ("queued", "running")
+
+
+class JobCancelled(Exception):
+    """Raised inside a running job when it was deleted."""
+
+
+def valid_job_id(job_id: str) -> bool:
+    """True for a canonical lower-case UUID (the only names job folders ever get)."""
+    return bool(_UUID.match(job_id))
+
+
+@dataclass
+class Job:
+    """State of one video job (saved as ``job.json`` in its folder)."""
+
+    id: str
+    filename: str
+    input_name: str
+    options: dict
+    status: str = "queued"  #: queued, running, done, failed
+    created: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    frames_done: int = 0
+    frames_total: int | None = None
+    error: str | None = None
+    voice: dict | None = None
+    cancel: bool = field(default=False, repr=False)
+
+    def public(self) -> dict:
+        """The ``GET /api/jobs/{id}`` view (no server paths)."""
+        total = self.frames_total
+        if self.status == "done":
+            fraction = 1.0
+        elif total:
+            fraction = round(min(1.0, self.frames_done / total), 4)
+        else:
+            fraction = None
+        d = {k: v for k, v in asdict(self).items() if k not in ("cancel", "input_name")}
+        d["progress"] = {"frames_done": self.frames_done, "frames_total": total, "fraction": fraction}
+        base = f"/api/jobs/{self.id}"
+        d["links"] = {"self": base, "result": f"{base}/result", "timeline": f"{base}/timeline",
+                      **({name: f"{base}/files/{name}" for name in RESULT_FILES} if self.status == "done" else {})}
+        return d
+
+
+def expected_frames(frame_count: int | None, duration_s: float | None, fps: float | None, options: dict) -> int | None:
+    """How many frames :meth:`VideoAnalyzer.run` will analyse (None when the source does not say)."""
+    every, max_frames, want_fps = options.get("every", 1), options.get("max_frames"), options.get("fps")
+    total = None
+    if want_fps and duration_s:
+        total = math.ceil(duration_s * min(want_fps, fps or want_fps))
+    elif frame_count and not want_fps:
+        total = math.ceil(frame_count / every)
+    if max_frames:
+        total = min(total or max_frames, max_frames)
+    return total
+
+
+class JobManager:
+    """Owns ``root`` (the jobs folder) and a worker thread that runs queued video jobs one at a time.
+
+    ``voice(path)`` (optional) returns the speech-emotion result dict of a video's sound track.
+    """
+
+    def __init__(self, root: str | Path, max_queued: int = 16,
+                 voice: Callable[[Path], dict | None] | None = None) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.max_queued = max_queued
+        self.voice = voice
+        self.jobs: dict[str, Job] = {}
+        self.lock = threading.Lock()
+        self.queue: queue.Queue[str] = queue.Queue()
+        self.stopping = threading.Event()
+        self.thread: threading.Thread | None = None
+        self._load()
+
+    # -- folders and state ------------------------------------------------------------------------
+    def folder(self, job_id: str) -> Path:
+        """The folder of a job id (validated: a UUID directly below the jobs folder)."""
+        if not valid_job_id(job_id):
+            raise KeyError(job_id)
+        return self.root / job_id
+
+    def new_folder(self) -> tuple[str, Path]:
+        """A fresh random job id and its (created) folder."""
+        job_id = str(uuid.uuid4())
+        path = self.folder(job_id)
+        path.mkdir()
+        return job_id, path
+
+    def _save(self, job: Job) -> None:
+        path = self.folder(job.id) / "job.json"
+        if not path.parent.is_dir():
+            return
+        data = {k: v for k, v in asdict(job).items() if k != "cancel"}
+        tmp = path.with_name("job.json.tmp")
+        tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+        tmp.replace(path)
+
+    def _load(self) -> None:
+        """Pick up the jobs of an earlier run: finished ones are kept, queued ones run again, and
+        one that was running when the server stopped is marked failed."""
+        for path in sorted(self.root.iterdir(), key=lambda p: p.stat().st_mtime):
+            if not (path.is_dir() and valid_job_id(path.name)):
+                continue
+            if not (path / "job.json").is_file():  # an upload cut short by a crash
+                if time.time() - path.stat().st_mtime > 6 * 3600:
+                    shutil.rmtree(path, ignore_errors=True)
+                continue
+            try:
+                data = json.loads((path / "job.json").read_text(encoding="utf-8"))
+                job = Job(**{k: v for k, v in data.items() if k in Job.__dataclass_fields__})
+            except (ValueError, TypeError, OSError):
+                continue
+            if job.status == "running":
+                job.status, job.error, job.finished = "failed", "the server stopped while this job ran", time.time()
+                self._save(job)
+            self.jobs[job.id] = job
+            if job.status == "queued":
+                self.queue.put(job.id)
+
+    def submit(self, job_id: str, filename: str, input_name: str, options: dict,
+               frames_total: int | None = None) -> Job:
+        """Queue a job whose input is already in its folder. Raises OverflowError when the queue is full."""
+        with self.lock:
+            waiting = sum(j.status == "queued" for j in self.jobs.values())
+            if waiting >= self.max_queued:
+                raise OverflowError(f"{waiting} video jobs are waiting already; try again later")
+            job = Job(job_id, filename, input_name, options, frames_total=frames_total)
+            self.jobs[job_id] = job
+            self._save(job)
+        self.queue.put(job_id)
+        return job
+
+    def get(self, job_id: str) -> Job:
+        """The job, or KeyError."""
+        with self.lock:
+            return self.jobs[job_id]
+
+    def list(self) -> list[Job]:
+        """All jobs, newest first."""
+        with self.lock:
+            return sorted(self.jobs.values(), key=lambda j: -j.created)
+
+    def delete(self, job_id: str) -> None:
+        """Forget a job and remove its folder (a running job stops at its next frame, then goes)."""
+        with self.lock:
+            job = self.jobs.pop(job_id)
+            job.cancel = True
+            running = job.status == "running"
+        if not running:
+            shutil.rmtree(self.folder(job_id), ignore_errors=True)
+
+    def result_path(self, job_id: str, name: str) -> Path:
+        """Path of a downloadable result of a finished job (``name`` from :data:`RESULT_FILES`)."""
+        return self.folder(job_id) / "out" / RESULT_FILES[name][0]
+
+    # -- the worker -------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the worker thread."""
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._work, name="emolens-jobs", daemon=True)
+            self.thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the worker (a running job is cancelled and marked failed)."""
+        self.stopping.set()
+        with self.lock:
+            for job in self.jobs.values():
+                if job.status == "running":
+                    job.cancel = True
+        if self.thread is not None:
+            self.thread.join(timeout)
+            self.thread = None
+
+    def _work(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                job_id = self.queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            with self.lock:
+                job = self.jobs.get(job_id)
+                if job is None or job.status != "queued":
+                    continue
+                job.status, job.started = "running", time.time()
+                self._save(job)
+            try:
+                self._run(job)
+                job.status = "done"
+            except JobCancelled:
+                job.status, job.error = "failed", "cancelled"
+            except Exception as exc:  # noqa: BLE001  (a bad video fails its job, never the worker)
+                job.status, job.error = "failed", f"{type(exc).__name__}: {exc}"
+            job.finished = time.time()
+            with self.lock:
+                deleted = job.id not in self.jobs
+            if deleted:
+                shutil.rmtree(self.folder(job.id), ignore_errors=True)
+            else:
+                self._save(job)
+
+    def _run(self, job: Job) -> None:
+        from emolens.video import VideoAnalyzer, VideoOptions
+
+        folder = self.folder(job.id)
+        options = dict(job.options)
+        annotate = bool(options.pop("annotate", True))
+        analyzer = VideoAnalyzer(VideoOptions(**options))
+        process = analyzer.process
+
+        def counted(frames):  # noqa: ANN001, ANN202  (progress and cancellation, frame by frame)
+            for result in process(frames):
+                if job.cancel:
+                    raise JobCancelled(job.id)
+                job.frames_done += 1
+                yield result
+
+        analyzer.process = counted  # type: ignore[method-assign]
+        summary = analyzer.run(folder / job.input_name, folder / "out", stem=STEM, annotate=annotate)
+        if summary.get("error"):
+            job.error = summary["error"]
+        if self.voice is not None and not job.cancel:
+            try:
+                job.voice = self.voice(folder / job.input_name)
+            except Exception as exc:  # noqa: BLE001  (the voice is an extra; the face results stand)
+                job.voice = {"error": f"{type(exc).__name__}: {exc}"}
+
+    # -- results ----------------------------------------------------------------------------------
+    def summary(self, job: Job) -> dict:
+        """The video summary of a finished job, with server paths replaced by the job's URLs."""
+        path = self.result_path(job.id, "summary.json")
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        summary["source"] = job.filename
+        summary["outputs"] = {name: f"/api/jobs/{job.id}/files/{name}" for name in RESULT_FILES
+                              if self.result_path(job.id, name).is_file()}
+        summary.pop("model", None)
+        if job.voice is not None:
+            summary["voice"] = job.voice
+        return summary
+
+    def timeline(self, job: Job, max_points: int = 600) -> dict:
+        """Per-track emotion probabilities over time from the frames CSV (at most ``max_points``
+        points per track): ``{"labels", "tracks": [{"track_id", "time_s", "label", "probs": {..}}]}``."""
+        path = self.result_path(job.id, "frames.csv")
+        tracks: dict[int, dict] = {}
+        labels: list[str] = []
+        if path.is_file():
+            with open(path, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                labels = [c[2:] for c in reader.fieldnames or [] if c.startswith("p_")]
+                for row in reader:
+                    t = tracks.setdefault(int(row["track_id"]), {"time_s": [], "label": [],
+                                                                 "probs": {n: [] for n in labels}})
+                    t["time_s"].append(float(row["time_s"]))
+                    t["label"].append(row["label"])
+                    for n in labels:
+                        t["probs"][n].append(float(row[f"p_{n}"]))
+        out = []
+        for tid in sorted(tracks):
+            t = tracks[tid]
+            step = max(1, math.ceil(len(t["time_s"]) / max_points))
+            out.append({"track_id": tid, "time_s": t["time_s"][::step], "label": t["label"][::step],
+                        "probs": {n: [round(v, 4) for v in vals[::step]] for n, vals in t["probs"].items()}})
+        return {"labels": labels, "tracks": out}

@@ -1,0 +1,451 @@
+// emolens web page: upload a photo/video/audio file or stream the webcam; everything drawn on canvas.
+// Plain JS, no build step, no external files. State for tests and curious users: window.emolens.
+"use strict";
+
+const COLORS = {  // RGB of emolens.outputs.COLORS (which is BGR), so a label has one colour everywhere
+  angry: "#dc2828", disgust: "#288c28", fear: "#a03ca0", happy: "#ffc800", sad: "#2878c8", surprise: "#00c8e6",
+  neutral: "#aaaaaa", contempt: "#8c643c", calm: "#78c8c8",
+};
+const color = (label) => COLORS[label] || "#ffffff";
+const $ = (id) => document.getElementById(id);
+const state = window.emolens = { last: null, job: null, live: { results: 0, faces: 0, dropped: 0, fps: 0, errors: 0 } };
+
+// ------------------------------------------------------------------------------------ helpers
+function setStatus(text, error = false, el = $("status")) {
+  el.textContent = text;
+  el.classList.toggle("error", error);
+}
+
+async function apiError(resp) {
+  try {
+    const body = await resp.json();
+    return typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+  } catch (e) {
+    return `${resp.status} ${resp.statusText}`;
+  }
+}
+
+function sortedProbs(probs) {
+  return Object.entries(probs || {}).sort((a, b) => b[1] - a[1]);
+}
+
+function barsElement(probs) {
+  const box = document.createElement("div");
+  box.className = "bars";
+  for (const [name, p] of sortedProbs(probs)) {
+    const row = document.createElement("div");
+    row.className = "bar";
+    row.dataset.label = name;
+    row.innerHTML = `<span>${name}</span><span class="bar-track"><span class="bar-fill"></span></span>` +
+      `<span class="bar-value">${(100 * p).toFixed(1)}%</span>`;
+    const fill = row.querySelector(".bar-fill");
+    fill.style.width = `${(100 * p).toFixed(1)}%`;
+    fill.style.background = color(name);
+    box.appendChild(row);
+  }
+  return box;
+}
+
+function labelChip(el, label) {
+  el.textContent = label || "none";
+  el.style.background = label ? color(label) : "#ddd";
+  el.dataset.label = label || "";
+}
+
+// Draw faces (API boxes are in `size` pixels of the analysed image) onto ctx scaled by `scale`.
+function drawFaces(ctx, faces, scale, opts = {}) {
+  const lw = Math.max(2, Math.round(ctx.canvas.width / 300));
+  ctx.font = `${Math.max(12, Math.round(ctx.canvas.width / 45))}px system-ui, sans-serif`;
+  faces.forEach((f, i) => {
+    const [x, y, w, h] = f.box.map((v) => v * scale);
+    const c = color(f.label);
+    ctx.lineWidth = lw;
+    ctx.strokeStyle = c;
+    ctx.strokeRect(x, y, w, h);
+    const p = f.probs[f.label] || 0;
+    const text = `${opts.numbered ? `#${i + 1} ` : ""}${f.label} ${(100 * p).toFixed(0)}%`;
+    const th = parseInt(ctx.font, 10) + 6;
+    const tw = ctx.measureText(text).width + 8;
+    const ty = y - th >= 0 ? y - th : y + h;
+    ctx.fillStyle = c;
+    ctx.fillRect(x - lw / 2, ty, tw, th);
+    ctx.fillStyle = "#000";
+    ctx.fillText(text, x + 4, ty + th - 6);
+    if (opts.bars === false) return;
+    const bw = Math.max(40, Math.min(110, w * 0.6)), rh = Math.max(6, Math.min(12, h / 10));
+    const bx = x + w + 6 + bw <= ctx.canvas.width ? x + w + 6 : Math.max(0, x - bw - 6);
+    sortedProbs(f.probs).forEach(([name, q], k) => {
+      const by = y + k * (rh + 2);
+      ctx.fillStyle = "rgba(30,30,30,.75)";
+      ctx.fillRect(bx, by, bw, rh);
+      ctx.fillStyle = color(name);
+      ctx.fillRect(bx, by, bw * q, rh);
+    });
+  });
+}
+
+// ------------------------------------------------------------------------------------ tabs, drop
+document.querySelectorAll(".tab").forEach((tab) => tab.addEventListener("click", () => {
+  document.querySelectorAll(".tab").forEach((t) => t.classList.toggle("active", t === tab));
+  $("panel-file").hidden = tab.dataset.tab !== "file";
+  $("panel-live").hidden = tab.dataset.tab !== "live";
+  if (tab.dataset.tab !== "live") stopLive();
+}));
+
+const drop = $("drop");
+["dragenter", "dragover"].forEach((ev) => drop.addEventListener(ev, (e) => {
+  e.preventDefault();
+  drop.classList.add("over");
+}));
+["dragleave", "drop"].forEach((ev) => drop.addEventListener(ev, () => drop.classList.remove("over")));
+drop.addEventListener("drop", (e) => {
+  e.preventDefault();
+  if (e.dataTransfer && e.dataTransfer.files.length) handleFile(e.dataTransfer.files[0]);
+});
+$("file-input").addEventListener("change", (e) => {
+  if (e.target.files.length) handleFile(e.target.files[0]);
+  e.target.value = "";
+});
+
+const VIDEO_EXT = /\.(mp4|m4v|mov|avi|mkv|webm|flv|mpe?g|ts|mts|m2ts|wmv|3gp|ogv)$/i;
+const AUDIO_EXT = /\.(wav|flac|mp3|ogg|opus|m4a|aac|wma|aiff?)$/i;
+
+function kindOf(file) {
+  const major = (file.type || "").split("/")[0];
+  if (["image", "video", "audio"].includes(major)) return major;
+  if (VIDEO_EXT.test(file.name)) return "video";
+  if (AUDIO_EXT.test(file.name)) return "audio";
+  return "image";  // let the server judge the content
+}
+
+function showResult(kind, stateName) {
+  const r = $("result");
+  r.dataset.kind = kind;
+  r.dataset.state = stateName;
+  $("photo-result").hidden = kind !== "image";
+  $("audio-result").hidden = kind !== "audio";
+  $("video-result").hidden = kind !== "video";
+}
+
+async function handleFile(file) {
+  const kind = kindOf(file);
+  stopPolling();
+  showResult(kind, "busy");
+  setStatus(`Analysing ${file.name} (${(file.size / 1e6).toFixed(2)} MB)…`);
+  try {
+    if (kind === "image") await analysePhoto(file);
+    else if (kind === "audio") await analyseAudio(file);
+    else await startVideo(file);
+  } catch (err) {
+    showResult(kind, "error");
+    setStatus(String(err.message || err), true);
+  }
+}
+
+async function upload(url, file, fields = {}) {
+  const form = new FormData();
+  form.append("file", file, file.name);
+  for (const [k, v] of Object.entries(fields)) if (v !== "" && v != null) form.append(k, v);
+  const resp = await fetch(url, { method: "POST", body: form });
+  if (!resp.ok) throw new Error(`${resp.status}: ${await apiError(resp)}`);
+  return resp.json();
+}
+
+// ------------------------------------------------------------------------------------ photo
+async function analysePhoto(file) {
+  const [result, bitmap] = await Promise.all([upload("/api/image", file), createImageBitmap(file).catch(() => null)]);
+  state.last = result;
+  const canvas = $("photo-canvas");
+  const [w, h] = result.size;
+  const scale = Math.min(1, 900 / w);
+  canvas.width = Math.round(w * scale);
+  canvas.height = Math.round(h * scale);
+  const ctx = canvas.getContext("2d");
+  if (bitmap) ctx.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+  else { ctx.fillStyle = "#333"; ctx.fillRect(0, 0, canvas.width, canvas.height); }
+  drawFaces(ctx, result.faces, scale, { numbered: result.faces.length > 1 });
+  const list = $("faces");
+  list.innerHTML = "";
+  result.faces.forEach((f, i) => {
+    const card = document.createElement("div");
+    card.className = "face-card";
+    card.dataset.label = f.label;
+    card.innerHTML = `<h4>Face ${i + 1}: <span class="label"></span> <small class="muted">detector ` +
+      `${(f.score * 100).toFixed(0)}%</small></h4>`;
+    labelChip(card.querySelector(".label"), f.label);
+    card.appendChild(barsElement(f.probs));
+    list.appendChild(card);
+  });
+  if (!result.faces.length) list.innerHTML = "<p class='muted'>No face found in this photo.</p>";
+  showResult("image", "done");
+  setStatus(`${file.name}: ${result.faces.length} face(s) in ${result.time_ms} ms`);
+}
+
+// ------------------------------------------------------------------------------------ audio
+async function analyseAudio(file) {
+  const result = await upload("/api/audio", file);
+  state.last = result;
+  labelChip($("audio-label"), result.label);
+  const bars = $("audio-bars");
+  bars.replaceWith(Object.assign(barsElement(result.probs), { id: "audio-bars" }));
+  drawSegments($("audio-chart"), result.segments || [], result.duration_s || 0);
+  showResult("audio", "done");
+  const n = (result.segments || []).length;
+  setStatus(`${file.name}: ${result.label || "no speech found"} (${n} segment(s), ${result.duration_s} s)`);
+}
+
+function drawSegments(canvas, segments, duration) {
+  const ctx = canvas.getContext("2d");
+  const W = canvas.width, H = canvas.height, pad = 30;
+  ctx.clearRect(0, 0, W, H);
+  const end = Math.max(duration, ...segments.map((s) => s.end_s), 0.1);
+  const xs = (t) => pad + (t / end) * (W - 2 * pad);
+  ctx.fillStyle = "#eceff4";
+  ctx.fillRect(pad, 15, W - 2 * pad, 40);
+  ctx.font = "12px system-ui, sans-serif";
+  for (const s of segments) {
+    ctx.fillStyle = color(s.label);
+    ctx.fillRect(xs(s.start_s), 15, Math.max(1, xs(s.end_s) - xs(s.start_s)), 40);
+    ctx.fillStyle = "#000";
+    ctx.fillText(s.label, xs(s.start_s) + 3, 38);
+  }
+  timeAxis(ctx, xs, end, 70);
+}
+
+function timeAxis(ctx, xs, end, y) {
+  ctx.fillStyle = "#555";
+  ctx.font = "11px system-ui, sans-serif";
+  const step = [0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600].find((s) => end / s <= 10) || 1200;
+  for (let t = 0; t <= end + 1e-9; t += step) {
+    ctx.fillRect(xs(t), y - 6, 1, 5);
+    ctx.fillText(`${+t.toFixed(1)}s`, xs(t) - 8, y + 8);
+  }
+}
+
+// ------------------------------------------------------------------------------------ video
+let pollTimer = null;
+function stopPolling() {
+  if (pollTimer) clearTimeout(pollTimer);
+  pollTimer = null;
+}
+
+async function startVideo(file) {
+  $("video-done").hidden = true;
+  $("video-progress").removeAttribute("value");
+  $("video-progress-text").textContent = "uploading…";
+  const job = await upload("/api/jobs", file, { every: $("opt-every").value, max_frames: $("opt-max-frames").value });
+  state.job = job;
+  $("job-delete").hidden = false;
+  setStatus(`${file.name}: video job ${job.id} queued`);
+  poll(job.id);
+}
+
+async function poll(id) {
+  const resp = await fetch(`/api/jobs/${id}`);
+  if (!resp.ok) { setStatus(await apiError(resp), true); showResult("video", "error"); return; }
+  const job = state.job = await resp.json();
+  const p = job.progress;
+  if (p.fraction != null) $("video-progress").value = p.fraction;
+  $("video-progress-text").textContent =
+    `${job.status}: ${p.frames_done}${p.frames_total ? ` / ${p.frames_total}` : ""} frames`;
+  if (job.status === "done") return showVideo(job);
+  if (job.status === "failed") {
+    showResult("video", "error");
+    return setStatus(`video job failed: ${job.error}`, true);
+  }
+  pollTimer = setTimeout(() => poll(id), 500);
+}
+
+async function showVideo(job) {
+  const [summary, timeline] = await Promise.all(
+    [`/api/jobs/${job.id}/result`, `/api/jobs/${job.id}/timeline`].map((u) => fetch(u).then((r) => r.json())));
+  state.last = { summary, timeline };
+  labelChip($("video-decision"), summary.label_sum);
+  const voice = summary.voice && summary.voice.label ? `; voice: ${summary.voice.label}` : "";
+  $("video-decision-detail").textContent = `sum rule: ${summary.label_sum || "-"}, vote rule: ` +
+    `${summary.label_vote || "-"}; ${summary.tracks.length} person(s), ${summary.frames_analysed} frames, ` +
+    `${summary.duration_s} s${voice}${summary.message ? ` (${summary.message})` : ""}`;
+  drawTimeline($("timeline-chart"), timeline, summary);
+  const links = $("downloads");
+  links.innerHTML = "";
+  for (const [name, url] of Object.entries(summary.outputs || {})) {
+    const a = document.createElement("a");
+    a.href = url;
+    a.textContent = `download ${name}`;
+    a.setAttribute("download", "");
+    links.appendChild(a);
+  }
+  const video = $("annotated");
+  if (summary.outputs && summary.outputs["annotated.mp4"]) video.src = summary.outputs["annotated.mp4"];
+  $("video-done").hidden = false;
+  showResult("video", "done");
+  setStatus(`video done: ${summary.tracks.length} person(s), decision ${summary.label_sum || "none"}`);
+}
+
+// One panel per track: a probability line per emotion over time, and a strip of the frame labels.
+function drawTimeline(canvas, timeline, summary) {
+  const tracks = timeline.tracks || [];
+  const panel = 110, top = 8, left = 70, right = 12;
+  canvas.height = Math.max(60, tracks.length * panel + 30);
+  const W = canvas.width, ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, W, canvas.height);
+  const end = Math.max(summary.duration_s || 0, ...tracks.map((t) => t.time_s[t.time_s.length - 1] || 0), 0.1);
+  const xs = (t) => left + (t / end) * (W - left - right);
+  ctx.font = "12px system-ui, sans-serif";
+  if (!tracks.length) { ctx.fillStyle = "#666"; ctx.fillText("no face found", left, 30); }
+  tracks.forEach((tr, k) => {
+    const y0 = top + k * panel, h = panel - 30;
+    ctx.fillStyle = "#f3f5f8";
+    ctx.fillRect(left, y0, W - left - right, h);
+    const info = (summary.tracks || []).find((t) => t.track_id === tr.track_id) || {};
+    ctx.fillStyle = "#222";
+    ctx.fillText(`person ${tr.track_id}`, 4, y0 + 14);
+    ctx.fillStyle = color(info.label_sum);
+    ctx.fillText(info.label_sum || "", 4, y0 + 30);
+    for (const name of timeline.labels) {
+      const ys = tr.probs[name];
+      ctx.strokeStyle = color(name);
+      ctx.lineWidth = 1.6;
+      ctx.beginPath();
+      tr.time_s.forEach((t, i) => {
+        const py = y0 + h - ys[i] * h;
+        if (i) ctx.lineTo(xs(t), py); else ctx.moveTo(xs(t), py);
+      });
+      ctx.stroke();
+    }
+    tr.time_s.forEach((t, i) => {  // label strip under the panel
+      const next = i + 1 < tr.time_s.length ? tr.time_s[i + 1] : t + 1 / 30;
+      ctx.fillStyle = color(tr.label[i]);
+      ctx.fillRect(xs(t), y0 + h + 2, Math.max(1, xs(next) - xs(t)), 6);
+    });
+  });
+  timeAxis(ctx, xs, end, canvas.height - 12);
+  $("timeline-legend").innerHTML = timeline.labels.map((n) => `<span style="--c:${color(n)}">${n}</span>`).join("");
+}
+
+$("job-delete").addEventListener("click", async () => {
+  if (!state.job) return;
+  stopPolling();
+  const resp = await fetch(`/api/jobs/${state.job.id}`, { method: "DELETE" });
+  setStatus(resp.ok ? `job ${state.job.id} deleted` : await apiError(resp), !resp.ok);
+  $("job-delete").hidden = true;
+  $("video-done").hidden = true;
+  state.job = null;
+});
+
+// ------------------------------------------------------------------------------------ live webcam
+let live = null;
+
+async function startLive() {
+  if (live) return;
+  const status = $("live-status");
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: false });
+  } catch (err) {
+    return setStatus(`cannot open the camera: ${err.message || err}`, true, status);
+  }
+  const video = $("live-video");
+  video.srcObject = stream;
+  await video.play();
+  const proto = location.protocol === "https:" ? "wss" : "ws";
+  const ws = new WebSocket(`${proto}://${location.host}/api/live`);
+  ws.binaryType = "arraybuffer";
+  live = { stream, ws, video, inflight: 0, frameId: 0, sentId: 0, faces: [], size: [1, 1], times: [], grab: document.createElement("canvas") };
+  Object.assign(state.live, { results: 0, faces: 0, dropped: 0, fps: 0, errors: 0, running: true });
+  $("live-start").disabled = true;
+  $("live-stop").disabled = false;
+  ws.onopen = () => { setStatus("live: analysing webcam frames", false, status); pump(); };
+  ws.onclose = () => { if (live && live.ws === ws) { setStatus("connection closed", true, status); stopLive(); } };
+  ws.onmessage = (ev) => {
+    if (!live) return;
+    const msg = JSON.parse(ev.data);
+    if (msg.pong) return;
+    live.inflight = Math.max(0, live.inflight - 1);
+    if (msg.dropped === true) state.live.dropped += 1;
+    else if (msg.error) { state.live.errors += 1; setStatus(msg.error, true, status); }
+    else {
+      live.faces = msg.faces;
+      live.size = msg.size;
+      const now = performance.now();
+      live.times.push(now);
+      while (live.times.length && now - live.times[0] > 2000) live.times.shift();
+      state.live.results += 1;
+      if (msg.faces.length) state.live.faces += 1;
+      state.live.fps = live.times.length > 1 ? 1000 * (live.times.length - 1) / (now - live.times[0]) : 0;
+      state.live.ms = msg.ms;
+      render();
+    }
+    pump();
+  };
+  requestAnimationFrame(loop);
+}
+
+// Keep at most two frames on their way: the server keeps only the newest and drops the rest.
+function pump() {
+  if (!live || live.ws.readyState !== WebSocket.OPEN) return;
+  while (live.inflight < 2 && live.frameId !== live.sentId) {  // each camera frame is sent once
+    const v = live.video;
+    if (!v.videoWidth) return;
+    live.sentId = live.frameId;
+    const target = +$("live-size").value;
+    const scale = Math.min(1, target / Math.max(v.videoWidth, v.videoHeight));
+    const g = live.grab;
+    g.width = Math.round(v.videoWidth * scale);
+    g.height = Math.round(v.videoHeight * scale);
+    g.getContext("2d").drawImage(v, 0, 0, g.width, g.height);
+    live.inflight += 1;
+    const ws = live.ws;
+    g.toBlob((blob) => { if (blob && ws.readyState === WebSocket.OPEN) ws.send(blob); }, "image/jpeg", 0.75);
+  }
+}
+
+function render() {
+  if (!live) return;
+  const v = live.video, canvas = $("live-canvas");
+  if (!v.videoWidth) return;
+  if (canvas.width !== v.videoWidth || canvas.height !== v.videoHeight) {
+    canvas.width = v.videoWidth;
+    canvas.height = v.videoHeight;
+  }
+  const ctx = canvas.getContext("2d");
+  ctx.drawImage(v, 0, 0);
+  drawFaces(ctx, live.faces, v.videoWidth / live.size[0]);
+  const s = state.live;
+  const el = $("live-stats");
+  el.textContent = `${s.fps.toFixed(1)} FPS, ${s.ms || 0} ms per frame, ${live.faces.length} face(s), ` +
+    `${s.dropped} dropped`;
+  Object.assign(el.dataset, { fps: s.fps.toFixed(2), results: s.results, faces: s.faces, dropped: s.dropped });
+}
+
+// Redraw on every new camera frame (requestVideoFrameCallback where the browser has it), with the
+// newest boxes; results also redraw as they arrive.
+function loop() {
+  if (!live) return;
+  live.frameId += 1;
+  render();
+  pump();
+  const v = live.video;
+  if (v.requestVideoFrameCallback) v.requestVideoFrameCallback(loop);
+  else requestAnimationFrame(loop);
+}
+
+function stopLive() {
+  if (!live) return;
+  const l = live;
+  live = null;
+  state.live.running = false;
+  l.ws.close();
+  l.stream.getTracks().forEach((t) => t.stop());
+  $("live-start").disabled = false;
+  $("live-stop").disabled = true;
+}
+
+$("live-start").addEventListener("click", startLive);
+$("live-stop").addEventListener("click", () => { stopLive(); setStatus("stopped", false, $("live-status")); });
+
+fetch("/api/health").then((r) => r.json()).then((h) => {
+  state.health = h;
+  $("health").textContent = `v${h.version}` + (h.features.audio ? "" : " · audio unavailable");
+  $("health").title = h.audio_message || "";
+}).catch(() => {});
