@@ -202,7 +202,7 @@ def test_shipped_model_above_chance_on_held_out_actors(ravdess_data) -> None:
     assert len(data) == 60 * len(held)
     pred = np.array([model.predict_audio(load_audio(p)).argmax() for p in data.paths])
     accuracy = float((pred == data.labels).mean())
-    assert accuracy > 0.45, accuracy  # chance: 0.125
+    assert accuracy > 0.5, accuracy  # chance: 0.125; 0.658 when the model was shipped
 
 
 def test_inference_does_not_import_torch(media: Path) -> None:

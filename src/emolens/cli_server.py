@@ -28,7 +28,8 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
     ) -> None:
         """Web page and REST API: photos, audio, video jobs, live webcam (open http://HOST:PORT/)."""
         try:
-            from emolens.server import ServerConfig, serve as run
+            from emolens.server import ServerConfig
+            from emolens.server import serve as run
         except ImportError as exc:
             typer.echo(f"error: the server needs its extra: pip install 'emolens[server]' ({exc})", err=True)
             raise typer.Exit(2) from None

@@ -71,6 +71,7 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
         fmt: Annotated[str, typer.Option("--format", help="csv, or parquet (also <stem>.frames.parquet).")] = "csv",
         plot: Annotated[bool, typer.Option(help="Write <stem>.timeline.png (emotions per track over time).")] = False,
         progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+        modality: Annotated[str, typer.Option(help="face, voice or both (voice fused in during speech).")] = "both",
     ) -> None:
         """Faces in videos: tracks, per-frame expressions, one decision per track and per video.
 
@@ -89,7 +90,8 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
         if not inputs:
             _fail("no video inputs found in the given paths")
         analyzer = _analyzer(model, every=every, fps=fps, detect_every=detect_every, max_frames=max_frames,
-                             detector=detector, min_score=min_score, smooth=smooth, alpha=alpha, window=window)
+                             detector=detector, min_score=min_score, smooth=smooth, alpha=alpha, window=window,
+                             modality=modality)
         failed, used = 0, set()
         for source in inputs:
             try:
@@ -107,8 +109,11 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
             tracks = summary["tracks"]
             line = (f"{name}: {summary['frames_analysed']} frames, {len(tracks)} track(s), "
                     f"label_sum={summary['label_sum']} label_vote={summary['label_vote']}, "
+                    f"face={summary['label_face']} voice={summary['label_voice']} fused={summary['label_fused']}, "
                     f"{summary['processing_fps']} FPS")
             typer.echo(line)
+            if summary["fusion"]["note"] and modality != "face":
+                typer.echo(f"{name}: {summary['fusion']['note']}", err=True)
             if summary["error"]:
                 failed += 1
                 typer.echo(f"error: {summary['error']} ({summary['faces_found']} rows written before it were kept)",

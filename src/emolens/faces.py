@@ -7,6 +7,7 @@ the 5 landmarks onto the mean landmark positions measured on FER2013 itself.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -34,14 +35,14 @@ class Face:
         return {"box": [int(round(v)) for v in self.box], "score": round(float(self.score), 4)}
 
 
-_OMP_LIMITED: set[int] = set()
+_OMP_LIMITED = threading.local()  # OpenMP's thread count is a per-thread setting
 
 
 def limit_detector_threads(threads: int = 1) -> None:
     """Cap the OpenMP threads of ``yuface`` (YuNet). Its OpenMP workers spin while they wait: on a
     busy 2-core machine that made every detection call 10-15x slower (420 ms instead of 38 ms at
     640x360, measured). Frame decoding already runs in a thread of its own, so one is best."""
-    if threads in _OMP_LIMITED or threads < 1:
+    if getattr(_OMP_LIMITED, "threads", None) == threads or threads < 1:
         return
     import ctypes
     import ctypes.util
@@ -59,8 +60,7 @@ def limit_detector_threads(threads: int = 1) -> None:
             ctypes.CDLL(lib).omp_set_num_threads(threads)
         except (OSError, AttributeError):
             continue
-    _OMP_LIMITED.clear()
-    _OMP_LIMITED.add(threads)
+    _OMP_LIMITED.threads = threads
 
 
 
@@ -80,6 +80,7 @@ class YuNetDetector:
     def __init__(self, min_score: float = 0.6, max_side: int = 640, threads: int = 1) -> None:
         import yuface  # noqa: F401  (fail early if missing)
 
+        self.threads = threads
         limit_detector_threads(threads)
 
         self.min_score = min_score
@@ -92,6 +93,7 @@ class YuNetDetector:
         import cv2
         import yuface
 
+        limit_detector_threads(self.threads)  # per calling thread; a no-op after the first call
         h, w = image.shape[:2]
         scale = min(1.0, self.max_side / max(h, w))
         small = image

@@ -305,7 +305,7 @@ class VideoSource:
         if not container.streams.video:
             kinds = sorted({s.type for s in container.streams})
             container.close()
-            has = f" (only {'/'.join(kinds)}: an audio-only file?)" if kinds else ""
+            has = f" (only {'/'.join(kinds)}: for sound alone use `emolens audio`)" if kinds else ""
             raise MediaError(f"{self.source}: no video stream{has}")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"

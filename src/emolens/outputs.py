@@ -103,26 +103,40 @@ class FrameCsvWriter:
     Columns: ``time_s, frame, track_id, x, y, w, h, score, label, p_<class>...``.
     """
 
-    def __init__(self, path: str | os.PathLike, labels: Sequence[str]) -> None:
+    def __init__(self, path: str | os.PathLike, labels: Sequence[str], extra: Sequence[str] = ()) -> None:
         import csv
 
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.labels = tuple(labels)
+        self.extra = tuple(extra)  # more probability groups, e.g. ("voice", "fused") -> p_voice_<class>...
         self._file = open(self.path, "w", newline="", encoding="utf-8")  # noqa: SIM115
         self._csv = csv.writer(self._file)
-        self._csv.writerow([*FRAME_COLUMNS, *(f"p_{name}" for name in self.labels)])
+        self._csv.writerow([
+            *FRAME_COLUMNS, *(f"p_{name}" for name in self.labels),
+            *(f"p_{group}_{name}" for group in self.extra for name in self.labels),
+        ])
         self._file.flush()
         self.rows = 0
 
-    def write_frame(self, time_s: float, frame: int, faces: Sequence[object]) -> None:
-        """Write one frame's faces (objects with ``track_id``, ``face``, ``label``, ``probs``)."""
-        for f in faces:
+    def write_frame(
+        self, time_s: float, frame: int, faces: Sequence[object], extras: Sequence[dict] | None = None
+    ) -> None:
+        """Write one frame's faces (objects with ``track_id``, ``face``, ``label``, ``probs``).
+
+        ``extras`` (one dict per face) holds a probability vector or None per extra group;
+        None leaves that group's cells empty (e.g. no speech at that moment).
+        """
+        for i, f in enumerate(faces):
             x, y, w, h = (int(round(float(v))) for v in f.face.box)  # type: ignore[attr-defined]
             probs = f.probs  # type: ignore[attr-defined]
+            more: list[str] = []
+            for group in self.extra:
+                vec = extras[i].get(group) if extras else None
+                more += [""] * len(self.labels) if vec is None else [f"{float(v):.4f}" for v in vec]
             self._csv.writerow([
                 f"{time_s:.3f}", frame, f.track_id, x, y, w, h, f"{f.face.score:.3f}", f.label,  # type: ignore[attr-defined]
-                *(f"{probs.get(name, 0.0):.4f}" for name in self.labels),
+                *(f"{probs.get(name, 0.0):.4f}" for name in self.labels), *more,
             ])
             self.rows += 1
         self._file.flush()

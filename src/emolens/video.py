@@ -54,6 +54,7 @@ class VideoOptions:
     max_lost_s: float = 1.0  #: a track survives this long without its face (occlusion)
     min_hits: int = 2  #: detections before a new track gets an id
     threads: int = 1  #: CPU threads of the detector (OpenMP) and of the classifier (onnxruntime)
+    modality: str = "both"  #: face, voice or both (fuse face and voice where there is speech)
 
     def __post_init__(self) -> None:
         if self.every < 1 or self.detect_every < 1:
@@ -64,6 +65,8 @@ class VideoOptions:
             raise ValueError("--max-frames must be >= 1")
         if self.smooth not in ("ema", "window", "none"):
             raise ValueError(f"unknown smoothing {self.smooth!r} (ema, window, none)")
+        if self.modality not in ("face", "voice", "both"):
+            raise ValueError(f"unknown modality {self.modality!r} (face, voice, both)")
 
 
 @dataclass
@@ -112,6 +115,32 @@ class VideoAnalyzer:
             model = ExpressionModel(model, threads=o.threads)  # tiny batches: one thread, no spinning pool
         self.faces = FaceAnalyzer(detector, model)
         self.labels: tuple[str, ...] = tuple(self.faces.model.labels)
+        self._audio: object | None = None
+
+    def voice(self, source: str | int | os.PathLike) -> tuple[object | None, str | None]:
+        """Speech emotion over a file's sound track: ``(AudioResult or None, note)``.
+
+        The audio stream is decoded on its own (audio packets only; the video is decoded once,
+        in the frame loop). No sound track, or no speech model, gives ``None`` and a note.
+        """
+        if self.options.modality == "face" or source_kind(str(source)) != "file":
+            return None, None
+        from emolens.voice import DEFAULT_SPEECH_MODEL, AudioAnalyzer
+
+        if not DEFAULT_SPEECH_MODEL.is_file():
+            return None, "no speech model installed: face only"
+        try:
+            from emolens.media import load_audio
+
+            audio = load_audio(source)
+        except MediaError as exc:
+            return None, f"no usable sound track ({exc}): face only"
+        if self._audio is None:
+            self._audio = AudioAnalyzer(threads=self.options.threads)
+        result = self._audio.analyze(audio, str(source))  # type: ignore[attr-defined]
+        if not result.segments:
+            return result, "no speech found in the sound track: face only"
+        return result, None
 
     # -- the per-frame pipeline -------------------------------------------------------------
     def _detect(self, image: np.ndarray, tracker: FaceTracker, time_s: float, state: dict) -> list[Face]:
@@ -194,23 +223,31 @@ class VideoAnalyzer:
                 expected = math.ceil(info.duration_s * min(o.fps, info.fps or o.fps))
             if o.max_frames:
                 expected = min(expected or o.max_frames, o.max_frames)
+        from emolens.fusion import FUSION_LABELS, AVFuser, VoiceTimeline
+
+        if self.labels != FUSION_LABELS:
+            raise ValueError(f"the face model's labels {self.labels} differ from the fusion labels {FUSION_LABELS}")
+        voice, voice_note = self.voice(source)
+        timeline = VoiceTimeline.from_audio_result(voice) if voice is not None and voice.segments else None
+        fuser = AVFuser(timeline, o.modality)
         decisions = Decisions(self.labels)
         error = None
         n = 0
         last_t = 0.0
         start = time.perf_counter()
-        writer = FrameCsvWriter(paths["frames_csv"], self.labels)
+        writer = FrameCsvWriter(paths["frames_csv"], self.labels, fuser.groups)
         video = VideoWriter(paths["annotated_mp4"], fps=sampled_fps) if annotate else None
         bar = tqdm(total=expected, unit="frame", desc=stem[:30], disable=not progress, leave=False, dynamic_ncols=True)
         try:
             for result in self.process(src):
                 frame = result.frame
                 n, last_t = n + 1, frame.time_s
-                writer.write_frame(frame.time_s, frame.index, result.faces)
+                fused = fuser.frame(frame.time_s, frame.image, result.faces)
+                writer.write_frame(frame.time_s, frame.index, result.faces, fused)
                 for f in result.faces:
                     decisions.add(f.track_id, frame.time_s, f.p)
                 if video is not None:
-                    video.write(draw_tracked(frame.image, result.faces))
+                    video.write(draw_tracked(frame.image, _fused_view(result.faces, fused, self.labels)))
                 bar.update()
         except MediaError as exc:
             error = str(exc)
@@ -227,6 +264,9 @@ class VideoAnalyzer:
         decoded_s = last_t + (1.0 / info.fps if info.fps else 0.0) if n else 0.0
         duration = info.duration_s if (info.duration_s and error is None and o.max_frames is None) else decoded_s
         tracks = decisions.track_summaries()
+        for t in tracks:
+            t.update(fuser.track_labels(t["track_id"], t["label_sum"]))
+        video_labels = decisions.video()
         summary = {
             "source": str(source),
             "duration_s": round(duration, 3),
@@ -238,7 +278,16 @@ class VideoAnalyzer:
             "fps": round(info.fps, 3) if info.fps else None,
             "faces_found": writer.rows,
             "tracks": tracks,
-            **decisions.video(),
+            **video_labels,
+            **fuser.video_labels(video_labels["label_sum"], voice.probs if voice is not None else None),
+            "fusion": {
+                "modality": o.modality,
+                "voice_used": timeline is not None,
+                "note": voice_note,
+                "speaker_attribution": fuser.rules,
+                "weights": fuser.weights.source.get("rule"),
+            },
+            "voice": None if voice is None else {k: v for k, v in voice.to_dict().items() if k != "path"},
             "labels": list(self.labels),
             "model": str(self.faces.model.path),
             "options": asdict(o),
@@ -255,6 +304,18 @@ class VideoAnalyzer:
         summary["outputs"] = {k: str(v) for k, v in paths.items()}
         write_json(summary, paths["summary_json"])
         return summary
+
+
+def _fused_view(faces: list[TrackedFace], fused: list[dict], labels: tuple[str, ...]) -> list[TrackedFace]:
+    """Faces as the annotated video shows them: the fused label where voice was fused in."""
+    from dataclasses import replace
+
+    out = []
+    for f, extra in zip(faces, fused, strict=True):
+        if extra.get("voice") is not None and extra.get("fused") is not None:
+            f = replace(f, label=extra["label"], probs=probs_dict(extra["fused"], labels))
+        out.append(f)
+    return out
 
 
 def _align(image: np.ndarray, faces: list[Face]) -> np.ndarray:

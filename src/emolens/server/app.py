@@ -28,7 +28,7 @@ from fastapi import FastAPI, HTTPException, Request, Response, WebSocket, WebSoc
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from emolens.server.jobs import ACTIVE, RESULT_FILES, JobManager, expected_frames, valid_job_id
+from emolens.server.jobs import RESULT_FILES, JobManager, expected_frames, valid_job_id
 from emolens.server.uploads import Upload, check_kind, receive_upload
 
 STATIC = Path(__file__).parent / "static"
@@ -88,44 +88,49 @@ class Services:
 
         # One thread per call everywhere (OpenCV, yuface's OpenMP, onnxruntime): parallelism comes from
         # the worker pool, and spinning helper threads make a busy machine much slower.
+        self._cv2_threads = cv2.getNumThreads()
         cv2.setNumThreads(1)
-        self._local = threading.local()
         self.config = config
         self.analyzer = analyzer or FaceAnalyzer(config.detector, ExpressionModel(None, threads=1),
                                                  min_score=config.min_score)
         self.limiter = anyio.CapacityLimiter(config.workers)
         self._audio: Any = None
         self._audio_lock = threading.Lock()
-        self.jobs = JobManager(config.jobs_dir, config.max_queued_jobs, voice=self.voice_of_video)
+        self.jobs = JobManager(config.jobs_dir, config.max_queued_jobs, voice=self.voice_of_video,
+                               thread_init=self._one_omp_thread)
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a CPU-bound call in the worker pool."""
         return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
 
-    def _one_omp_thread(self) -> None:
-        """Limit yuface's OpenMP to one thread in the calling thread (the setting is per thread;
-        its idle workers spin and made detection 10x slower on a busy machine)."""
-        if getattr(self._local, "omp", False):
-            return
-        self._local.omp = True
-        import ctypes
-        import glob
+    @staticmethod
+    def _one_omp_thread() -> None:
+        """Limit yuface's OpenMP to one thread in the calling thread (a per-thread setting)."""
+        from emolens.faces import limit_detector_threads
 
-        try:
-            import yuface
-        except ImportError:
-            return
-        for lib in glob.glob(os.path.join(os.path.dirname(yuface.__file__), "..", "yuface.libs", "libgomp*")):
-            try:
-                ctypes.CDLL(lib).omp_set_num_threads(1)
-            except (OSError, AttributeError):
-                continue
+        limit_detector_threads(1)
 
     def analyze_bytes(self, data: bytes) -> tuple[list, tuple[int, int]]:
         """Faces in an encoded image: ``(face results, (width, height))``."""
         self._one_omp_thread()
         image = decode_image(data, self.config.max_pixels)
         return self.analyzer.analyze_frame(image), (image.shape[1], image.shape[0])
+
+    def close(self) -> None:
+        """Stop the job worker; give OpenCV its threads back (matters when the app runs in-process)."""
+        import cv2
+
+        self.jobs.stop()
+        cv2.setNumThreads(self._cv2_threads)
+
+    @staticmethod
+    def video_status() -> tuple[int, str]:
+        """``(200, "ok")``, or 501 and why video jobs are unavailable."""
+        try:
+            from emolens.video import VideoAnalyzer, VideoOptions  # noqa: F401
+        except ImportError as exc:
+            return 501, f"video analysis is not available in this build (emolens.video: {exc})"
+        return 200, "ok"
 
     # -- speech (the voice module may be unfinished: 501 / 503 say so) -----------------------------
     @staticmethod
@@ -248,7 +253,7 @@ def create_app(config: ServerConfig | None = None, analyzer: Any = None) -> Fast
         try:
             yield
         finally:
-            await anyio.to_thread.run_sync(services.jobs.stop)
+            await anyio.to_thread.run_sync(services.close)
 
     app = FastAPI(title="emolens", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Emotion recognition from faces (photos, videos, live frames) and voices. "
@@ -275,7 +280,7 @@ def create_app(config: ServerConfig | None = None, analyzer: Any = None) -> Fast
         jobs = s.jobs.list()
         c = config
         return {"status": "ok", "version": __version__, "labels": list(s.analyzer.model.labels),
-                "features": {"image": True, "live": True, "video": True, "audio": code == 200},
+                "features": {"image": True, "live": True, "video": s.video_status()[0] == 200, "audio": code == 200},
                 "audio_message": None if code == 200 else message,
                 "limits": {"image_bytes": c.max_image_bytes, "audio_bytes": c.max_audio_bytes,
                            "video_bytes": c.max_video_bytes, "frame_bytes": c.max_frame_bytes},
@@ -340,6 +345,9 @@ def create_app(config: ServerConfig | None = None, analyzer: Any = None) -> Fast
         from emolens.media import MediaError, VideoSource
 
         s = svc(request)
+        code, message = s.video_status()
+        if code != 200:
+            raise HTTPException(code, message)
         job_id, folder = s.jobs.new_folder()
         try:
             upload: Upload = await receive_upload(request, config.max_video_bytes, folder / "upload.part")

@@ -29,7 +29,6 @@ RESULT_FILES = {
     "summary.json": (f"{STEM}.summary.json", "application/json"),
     "annotated.mp4": (f"{STEM}.annotated.mp4", "video/mp4"),
 }
-ACTIVE = ("queued", "running")
 
 
 class JobCancelled(Exception):
@@ -92,15 +91,18 @@ def expected_frames(frame_count: int | None, duration_s: float | None, fps: floa
 class JobManager:
     """Owns ``root`` (the jobs folder) and a worker thread that runs queued video jobs one at a time.
 
-    ``voice(path)`` (optional) returns the speech-emotion result dict of a video's sound track.
+    ``voice(path)`` (optional) returns the speech-emotion result dict of a video's sound track;
+    ``thread_init()`` (optional) runs first in the worker thread.
     """
 
     def __init__(self, root: str | Path, max_queued: int = 16,
-                 voice: Callable[[Path], dict | None] | None = None) -> None:
+                 voice: Callable[[Path], dict | None] | None = None,
+                 thread_init: Callable[[], None] | None = None) -> None:
         self.root = Path(root).expanduser().resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_queued = max_queued
         self.voice = voice
+        self.thread_init = thread_init
         self.jobs: dict[str, Job] = {}
         self.lock = threading.Lock()
         self.queue: queue.Queue[str] = queue.Queue()
@@ -208,6 +210,8 @@ class JobManager:
             self.thread = None
 
     def _work(self) -> None:
+        if self.thread_init is not None:
+            self.thread_init()
         while not self.stopping.is_set():
             try:
                 job_id = self.queue.get(timeout=0.2)

@@ -365,8 +365,8 @@ async function startLive() {
     if (msg.dropped === true) state.live.dropped += 1;
     else if (msg.error) { state.live.errors += 1; setStatus(msg.error, true, status); }
     else {
-      live.faces = msg.faces;
-      live.size = msg.size;
+      live.faces = state.live.lastFaces = msg.faces;
+      live.size = state.live.lastSize = msg.size;
       const now = performance.now();
       live.times.push(now);
       while (live.times.length && now - live.times[0] > 2000) live.times.shift();
