@@ -246,7 +246,7 @@ def fit_fusion_weights(face_metrics: str | os.PathLike, voice_metrics: str | os.
     face = json.loads(Path(face_metrics).read_text())
     face = face.get("PublicTest", face)
     voice = json.loads(Path(voice_metrics).read_text())
-    voice = voice.get("cv", voice)
+    voice = voice.get("pooled", voice.get("cv", voice))
     source = {
         "rule": "w_m[c] = F1_m[c] / (F1_face[c] + F1_voice[c]) on held-out data (F1 floored at 0.05)",
         "face": f"{Path(face_metrics).name}: FER2013 PublicTest, accuracy {face['accuracy']:.4f}",
