@@ -135,7 +135,8 @@ def test_av_fuser_streams_and_decides() -> None:
     assert only_voice.video_labels(None, None)["label_fused"] == "angry"
     # face modality: voice ignored entirely
     face_only = AVFuser(tl, "face")
-    assert face_only.groups == () and face_only.frame(0.5, image, [face(1, [0, 0, 9, 9], onehot("sad"))])[0]["voice"] is None
+    assert face_only.groups == ()
+    assert face_only.frame(0.5, image, [face(1, [0, 0, 9, 9], onehot("sad"))])[0]["voice"] is None
 
 
 def run_video(*args: str) -> subprocess.CompletedProcess:
