@@ -40,9 +40,11 @@ class ExpressionModel:
         card = self.path.with_suffix(".json")
         meta = json.loads(card.read_text()) if card.is_file() else {}
         self.labels: tuple[str, ...] = tuple(meta.get("labels", FER7))
-        self.crop: int = int(meta.get("input_size", 44))
         self.session = _session(self.path, threads)
-        self.input_name = self.session.get_inputs()[0].name
+        spec = self.session.get_inputs()[0]
+        self.input_name = spec.name
+        side = spec.shape[-1]  # 44 (flip-averaged model) or 48 (ten-crop model): taken from the graph
+        self.crop: int = int(side) if isinstance(side, int) else int(meta.get("input_size", 44))
 
     def predict(self, faces: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Probabilities ``(N, classes)`` for ``uint8 (N, 48, 48)`` aligned faces."""

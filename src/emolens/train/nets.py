@@ -57,3 +57,21 @@ class FlipTTA(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.net(x) + self.net(torch.flip(x, dims=[3]))
         return torch.softmax(logits / 2, dim=1)
+
+
+class TenCropTTA(nn.Module):
+    """Export wrapper for 48x48 input: softmax of the logits averaged over the centre and four
+    corner ``crop`` x ``crop`` crops and their mirrors (ten views)."""
+
+    def __init__(self, net: nn.Module, crop: int = 44, size: int = 48) -> None:
+        super().__init__()
+        self.net, self.crop, self.size = net, crop, size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c, s = self.crop, self.size
+        o = (s - c) // 2
+        views = [x[..., o:o + c, o:o + c], x[..., :c, :c], x[..., :c, s - c:],
+                 x[..., s - c:, :c], x[..., s - c:, s - c:]]
+        batch = torch.cat(views + [torch.flip(v, dims=[3]) for v in views], dim=0)
+        logits = self.net(batch).reshape(10, x.shape[0], -1).mean(0)
+        return torch.softmax(logits, dim=1)
