@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from emolens.datasets import FaceDataset, load_face_data
-from emolens.train.nets import FaceNet, FlipTTA, TenCropTTA
+from emolens.train.nets import FaceNet, FlipTTA, LogitEnsemble, TenCropTTA
 
 CROP = 44
 
@@ -136,6 +136,30 @@ def export_onnx(net: nn.Module, path: str | Path, tta: str = "flip") -> None:
         wrapper, (dummy,), str(path), input_names=["faces"], output_names=["probs"],
         dynamic_axes={"faces": {0: "n"}, "probs": {0: "n"}}, opset_version=17, dynamo=False,
     )
+    store_fp16(path)
+
+
+def store_fp16(path: str | Path) -> None:
+    """Store an ONNX model's float32 weights as float16 (half the file size), each followed by a
+    Cast back to float32: compute stays float32 (onnxruntime folds the casts at load time)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    casts = []
+    for init in graph.initializer:
+        if init.data_type != onnx.TensorProto.FLOAT or len(init.dims) == 0:
+            continue
+        array = numpy_helper.to_array(init)
+        half_name = init.name + "_fp16"
+        casts.append((init.name, half_name, numpy_helper.from_array(array.astype(np.float16), half_name)))
+    for name, half_name, tensor in casts:
+        graph.initializer.remove(next(i for i in graph.initializer if i.name == name))
+        graph.initializer.append(tensor)
+        graph.node.insert(0, helper.make_node("Cast", [half_name], [name], to=onnx.TensorProto.FLOAT))
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
 
 
 def _targets(data: FaceDataset, idx: np.ndarray, cfg: FaceTrainConfig, k: int) -> torch.Tensor:
@@ -249,33 +273,48 @@ def train_face(cfg: FaceTrainConfig, resume: bool = False) -> dict:
     return metrics
 
 
-def finalize_face(run_dir: str | Path) -> dict:
-    """Pick the test-time averaging (flip vs ten-crop) on PublicTest for a finished run's best
-    checkpoint, export it, and rewrite ``metrics.json`` (PrivateTest reported for the pick only)."""
+def finalize_face(run_dir: str | Path, ensemble: tuple[str | Path, ...] = ()) -> dict:
+    """Pick the test-time averaging (flip vs ten-crop) for a finished run's best checkpoint on
+    PublicTest, export it, and rewrite ``metrics.json`` (PrivateTest is reported for the pick only).
+
+    ``ensemble``: more checkpoints (``best.pt``-style files) whose logits may be averaged with the
+    best one; single model vs ensemble is chosen on PublicTest as well.
+    """
     from emolens.metrics import classification_report, plot_confusion
 
     run = Path(run_dir)
     metrics = json.loads((run / "metrics.json").read_text())
     cfg = FaceTrainConfig(**metrics["config"])
     splits = load_face_data(cfg.data, cfg.ferplus)
-    best = torch.load(run / "best.pt", map_location="cpu", weights_only=False)
-    net = FaceNet(num_classes=len(splits["Training"].classes), width=cfg.width)
-    net.load_state_dict(best["model"])
+    classes = splits["Training"].classes
+
+    def load(path: str | Path) -> nn.Module:
+        net = FaceNet(num_classes=len(classes), width=cfg.width)
+        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=False)["model"])
+        return net.eval()
+
+    candidates: dict[str, nn.Module] = {"best": load(run / "best.pt")}
+    if ensemble:
+        candidates["ensemble"] = LogitEnsemble([candidates["best"], *(load(p) for p in ensemble)])
     device = torch.device("cpu")
     val, test = splits["PublicTest"], splits["PrivateTest"]
     scores = {
-        t: float((predict(net, val.images, device, tta=t).argmax(1) == val.labels).mean()) for t in ("flip", "tencrop")
+        f"{name}+{t}": float((predict(net, val.images, device, tta=t).argmax(1) == val.labels).mean())
+        for name, net in candidates.items() for t in ("flip", "tencrop")
     }
-    tta = max(scores, key=lambda t: (scores[t], t == "flip"))
-    classes = val.classes
-    metrics["tta"] = {"choice": tta, "PublicTest_accuracy": scores}
-    for name, split in (("PublicTest", val), ("PrivateTest", test)):
+    choice = max(scores, key=lambda k: (scores[k], k.startswith("best"), k.endswith("flip")))  # ties: simpler
+    name, tta = choice.split("+")
+    net = candidates[name]
+    metrics["tta"] = {"choice": tta, "model": name, "PublicTest_accuracy": scores,
+                      "ensemble_members": ["best.pt", *map(str, ensemble)] if name == "ensemble" else ["best.pt"]}
+    for split_name, split in (("PublicTest", val), ("PrivateTest", test)):
         pred = predict(net, split.images, device, tta=tta).argmax(1)
-        metrics[name] = classification_report(split.labels, pred, classes)
+        metrics[split_name] = classification_report(split.labels, pred, classes)
     export_onnx(net, run / "face_expression.onnx", tta=tta)
     plot_confusion(metrics["PrivateTest"], run / "confusion.png", title="PrivateTest")
     (run / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(f"TTA on PublicTest: {scores} -> {tta}; PrivateTest accuracy {metrics['PrivateTest']['accuracy']:.4f}")
+    print(f"PublicTest accuracy by candidate: {scores} -> {choice}; "
+          f"PrivateTest accuracy {metrics['PrivateTest']['accuracy']:.4f}")
     return metrics
 
 
@@ -305,6 +344,7 @@ def ship_face_model(run_dir: str | Path, models_dir: str | Path | None = None) -
     )
     command = f"emolens train face --data ../shared/data/fer2013/fer2013.csv.xz --out {cfg['out']} {flags}".strip()
     tencrop = metrics.get("tta", {}).get("choice") == "tencrop"
+    members = [Path(m).name for m in metrics.get("tta", {}).get("ensemble_members", [])]
     card = {
         "name": "face_expression", "labels": list(metrics["PrivateTest"]["labels"]),
         "input_size": 48 if tencrop else CROP,
@@ -314,7 +354,9 @@ def ship_face_model(run_dir: str | Path, models_dir: str | Path | None = None) -
                   + ("ten views: centre and corner 44x44 crops and their mirrors)" if tencrop else
                      "the face and its mirror)"),
         "tta": metrics.get("tta"),
-        "architecture": f"VGG-style CNN, 4 stages x 2 conv (width {cfg['width']}), GAP, 2-layer head",
+        "architecture": (f"logit average of {len(members)} checkpoints ({', '.join(members)}) of " if len(members) > 1
+                         else "") + f"a VGG-style CNN, 4 stages x 2 conv (width {cfg['width']}), GAP, 2-layer head; "
+                        "weights stored as float16, computed in float32",
         "sha256": sha, "size_bytes": onnx_path.stat().st_size, "command": command,
         "best_epoch": metrics["best_epoch"], "epochs": cfg["epochs"],
         "PublicTest": {k: metrics["PublicTest"][k] for k in ("accuracy", "macro_f1")},

@@ -75,3 +75,14 @@ class TenCropTTA(nn.Module):
         batch = torch.cat(views + [torch.flip(v, dims=[3]) for v in views], dim=0)
         logits = self.net(batch).reshape(10, x.shape[0], -1).mean(0)
         return torch.softmax(logits, dim=1)
+
+
+class LogitEnsemble(nn.Module):
+    """Average the logits of several networks (used as the ``net`` of a TTA wrapper)."""
+
+    def __init__(self, nets: list[nn.Module]) -> None:
+        super().__init__()
+        self.nets = nn.ModuleList(nets)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([net(x) for net in self.nets]).mean(0)
