@@ -159,7 +159,7 @@ def train_speech_cmd(
     final: Annotated[bool, typer.Option(help="Train and export the final model.")] = True,
     holdout: Annotated[str, typer.Option(help="Speakers kept out of the final model (comma list, '' for none).")]
     = "23,24",
-    epochs: Annotated[int, typer.Option(help="Epochs.")] = 25,
+    epochs: Annotated[int, typer.Option(help="Epochs.")] = 45,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 32,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, one-cycle cosine).")] = 3e-3,
     mixup: Annotated[float, typer.Option(help="Mixup alpha (0: off).")] = 0.0,

@@ -61,7 +61,7 @@ class SpeechTrainConfig:
     baseline: bool = True
     final: bool = True
     holdout: str = "23,24"
-    epochs: int = 25
+    epochs: int = 45
     batch_size: int = 32
     lr: float = 3e-3
     weight_decay: float = 0.05
