@@ -11,6 +11,8 @@ Every = Annotated[int, typer.Option(help="Analyse every N-th frame.", min=1)]
 Fps = Annotated[Optional[float], typer.Option("--fps", help="Analyse at most F frames per second (not --every).")]
 DetectEvery = Annotated[int, typer.Option(help="Detect faces every N analysed frames; the tracker carries boxes "
                                                "between (their crops are re-classified).", min=1)]
+ClassifyEvery = Annotated[int, typer.Option(help="Classify each tracked face every N analysed frames (new faces "
+                                                   "at once); between, a track keeps its last probabilities.", min=1)]
 MaxFrames = Annotated[Optional[int], typer.Option(help="Stop after this many analysed frames.", min=1)]
 Detector = Annotated[str, typer.Option(help="Face detector: yunet or haar.")]
 MinScore = Annotated[float, typer.Option(help="Minimum detection confidence for a new track (0..1).")]
@@ -60,6 +62,7 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
         every: Every = 1,
         fps: Fps = None,
         detect_every: DetectEvery = 2,
+        classify_every: ClassifyEvery = 2,
         max_frames: MaxFrames = None,
         detector: Detector = "yunet",
         min_score: MinScore = 0.6,
@@ -89,7 +92,8 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
         inputs = iter_video_inputs(paths)
         if not inputs:
             _fail("no video inputs found in the given paths")
-        analyzer = _analyzer(model, every=every, fps=fps, detect_every=detect_every, max_frames=max_frames,
+        analyzer = _analyzer(model, every=every, fps=fps, detect_every=detect_every, classify_every=classify_every,
+                             max_frames=max_frames,
                              detector=detector, min_score=min_score, smooth=smooth, alpha=alpha, window=window,
                              modality=modality)
         failed, used = 0, set()

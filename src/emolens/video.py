@@ -42,6 +42,8 @@ class VideoOptions:
     fps: float | None = None  #: or analyse at most F frames per second (by timestamp)
     max_frames: int | None = None  #: stop after this many analysed frames
     detect_every: int = 2  #: run the face detector on every N-th analysed frame; the tracker carries boxes between
+    classify_every: int = 2  #: classify each tracked face every N-th analysed frame (new tracks at once); between,
+    #: a track keeps its last (smoothed) probabilities: expressions change slower than 15 Hz
     detector: str = "yunet"  #: yunet (default) or haar (fallback, no landmarks)
     min_score: float = 0.6  #: detections at or above this start tracks
     low_score: float = 0.4  #: weaker detections down to this only continue existing tracks
@@ -57,8 +59,8 @@ class VideoOptions:
     modality: str = "both"  #: face, voice or both (fuse face and voice where there is speech)
 
     def __post_init__(self) -> None:
-        if self.every < 1 or self.detect_every < 1:
-            raise ValueError("--every and --detect-every must be >= 1")
+        if self.every < 1 or self.detect_every < 1 or self.classify_every < 1:
+            raise ValueError("--every, --detect-every and --classify-every must be >= 1")
         if self.fps is not None and self.fps <= 0:
             raise ValueError("--fps must be > 0")
         if self.max_frames is not None and self.max_frames < 1:
@@ -168,18 +170,24 @@ class VideoAnalyzer:
         tracker = FaceTracker(high_score=o.min_score, max_lost_s=o.max_lost_s, min_hits=o.min_hits)
         smoother = ProbSmoother(o.smooth, o.alpha, o.window)
         state: dict = {}
+        last: dict[int, np.ndarray] = {}  # newest smoothed probabilities per track
         for n, frame in enumerate(frames):
             detected = n % o.detect_every == 0
             if detected:
                 pairs = tracker.update(self._detect(frame.image, tracker, frame.time_s, state), frame.time_s)
                 smoother.forget(tracker.removed)
+                for t in tracker.removed:
+                    last.pop(t, None)
             else:
                 pairs = tracker.carry(frame.time_s)
-            faces = [f for _, f in pairs]
-            probs = self.faces.model.predict(_align(frame.image, faces)) if faces else np.zeros((0, len(labels)))
+            due = [(t, f) for t, f in pairs if n % o.classify_every == 0 or t not in last]
+            if due:
+                probs = self.faces.model.predict(_align(frame.image, [f for _, f in due]))
+                for (track_id, _), p in zip(due, probs, strict=True):
+                    last[track_id] = smoother.update(track_id, p)
             tracked = []
-            for (track_id, face), p in zip(pairs, probs, strict=True):
-                p = smoother.update(track_id, p)
+            for track_id, face in pairs:
+                p = last[track_id]
                 label = labels[int(np.argmax(p))]
                 tracked.append(TrackedFace(track_id, face, label, probs_dict(p, labels), detected, p))
             yield FrameResult(frame, tracked)
