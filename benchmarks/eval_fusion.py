@@ -77,7 +77,10 @@ def main() -> None:
         "runs end to end and how the modalities disagree on real acted clips, not which one is more",
         "accurate in general. CREMA-D differs from the training data of both models (FER2013 web",
         "photos; RAVDESS studio speech), so this is also a small cross-corpus check. eNTERFACE'05",
-        "could not be obtained.",
+        "could not be obtained. The fusion weights are learned from each model's in-domain held-out",
+        "F1 (FER2013 PublicTest, RAVDESS actor-wise CV); when one modality transfers badly to a new",
+        "corpus, as the speech model does to CREMA-D here, the fused label can be worse than the",
+        "better single modality. Weights fitted on target-domain validation data would fix that.",
     ]
     (RESULTS / "fusion_labeled_av.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

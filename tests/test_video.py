@@ -60,7 +60,9 @@ def test_every_video_clip_gives_three_outputs(all_clips: tuple) -> None:
         assert summary["error"] is None, (clip.name, summary["error"])
         assert summary["frames_analysed"] > 30 and summary["processing_fps"] > 0
         head, rows = read_rows(out / f"{clip.stem}.frames.csv")
-        assert head == CSV_HEAD
+        fusion = [f"p_{g}_{c}" for g in ("voice", "fused") for c in FER7]
+        # face columns always; voice/fused columns exactly when the sound track had speech
+        assert head == (CSV_HEAD + fusion if summary["fusion"]["voice_used"] else CSV_HEAD), clip.name
         assert len(rows) == summary["faces_found"]
         for t in summary["tracks"]:
             assert set(t) >= TRACK_KEYS and t["label_sum"] in FER7 and t["label_vote"] in FER7

@@ -192,7 +192,8 @@ def test_video_job_progress_timeline_and_decision(browser, url: str, media: Path
     summary, timeline = last["summary"], last["timeline"]
     assert summary["frames_analysed"] == 45 and summary["tracks"]
     decision = browser.find_element(By.ID, "video-decision")
-    assert decision.get_attribute("data-label") == summary["label_sum"] and decision.text == summary["label_sum"]
+    shown = summary["label_fused"] or summary["label_sum"]  # the fused decision (face-only without speech)
+    assert decision.get_attribute("data-label") == shown and decision.text == shown
     assert "vote rule" in browser.find_element(By.ID, "video-decision-detail").text
     assert browser.execute_script("return document.getElementById('video-progress').value;") == 1
     # the per-person chart: one panel per track, drawn with the emotion colours

@@ -286,7 +286,9 @@ class JobManager:
         if path.is_file():
             with open(path, newline="", encoding="utf-8") as f:
                 reader = csv.DictReader(f)
-                labels = [c[2:] for c in reader.fieldnames or [] if c.startswith("p_")]
+                # face probabilities only (p_<class>); the fusion columns p_voice_*/p_fused_* are separate groups
+                labels = [c[2:] for c in reader.fieldnames or []
+                          if c.startswith("p_") and not c.startswith(("p_voice_", "p_fused_"))]
                 for row in reader:
                     t = tracks.setdefault(int(row["track_id"]), {"time_s": [], "label": [],
                                                                  "probs": {n: [] for n in labels}})

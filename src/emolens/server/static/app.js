@@ -260,11 +260,14 @@ async function showVideo(job) {
   const [summary, timeline] = await Promise.all(
     [`/api/jobs/${job.id}/result`, `/api/jobs/${job.id}/timeline`].map((u) => fetch(u).then((r) => r.json())));
   state.last = { summary, timeline };
-  labelChip($("video-decision"), summary.label_sum);
-  const voice = summary.voice && summary.voice.label ? `; voice: ${summary.voice.label}` : "";
-  $("video-decision-detail").textContent = `sum rule: ${summary.label_sum || "-"}, vote rule: ` +
-    `${summary.label_vote || "-"}; ${summary.tracks.length} person(s), ${summary.frames_analysed} frames, ` +
-    `${summary.duration_s} s${voice}${summary.message ? ` (${summary.message})` : ""}`;
+  // the fused face+voice decision (equal to the face decision when there is no speech)
+  const decision = summary.label_fused || summary.label_sum;
+  labelChip($("video-decision"), decision);
+  const voice = summary.label_voice ? `; face: ${summary.label_face || "-"}, voice: ${summary.label_voice}, ` +
+    `fused: ${summary.label_fused || "-"}` : "";
+  $("video-decision-detail").textContent = `face sum rule: ${summary.label_sum || "-"}, vote rule: ` +
+    `${summary.label_vote || "-"}${voice}; ${summary.tracks.length} person(s), ${summary.frames_analysed} frames, ` +
+    `${summary.duration_s} s${summary.message ? ` (${summary.message})` : ""}`;
   drawTimeline($("timeline-chart"), timeline, summary);
   const links = $("downloads");
   links.innerHTML = "";
@@ -279,7 +282,7 @@ async function showVideo(job) {
   if (summary.outputs && summary.outputs["annotated.mp4"]) video.src = summary.outputs["annotated.mp4"];
   $("video-done").hidden = false;
   showResult("video", "done");
-  setStatus(`video done: ${summary.tracks.length} person(s), decision ${summary.label_sum || "none"}`);
+  setStatus(`video done: ${summary.tracks.length} person(s), decision ${decision || "none"}`);
 }
 
 // One panel per track: a probability line per emotion over time, and a strip of the frame labels.
