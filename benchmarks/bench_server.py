@@ -38,14 +38,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from _common import cpu_name
+
+    cpu = cpu_name()
     system = f"{platform.system()} {platform.release()}"
     return f"{cpu}, {os.cpu_count()} cores, {system}, Python {platform.python_version()}"
 
