@@ -1,10 +1,39 @@
-"""emolens: emotion recognition from faces and voices in photos, videos and live streams."""
+"""emolens: emotion recognition from faces and voices in photos, videos and live streams.
+
+Public names are imported lazily, so ``emolens.train`` (torch) and ``emolens.labels`` can be
+used without the inference stack (onnxruntime, OpenCV, the face detector) being importable.
+"""
 
 from __future__ import annotations
 
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from emolens.api import FaceAnalyzer, FaceResult, ImageResult, analyze_image  # noqa: E402
-from emolens.labels import FER7, RAVDESS8  # noqa: E402
+_LAZY: dict[str, str] = {
+    "FaceAnalyzer": "emolens.api",
+    "FaceResult": "emolens.api",
+    "ImageResult": "emolens.api",
+    "analyze_image": "emolens.api",
+    "FER7": "emolens.labels",
+    "RAVDESS8": "emolens.labels",
+}
 
 __all__ = ["FER7", "RAVDESS8", "FaceAnalyzer", "FaceResult", "ImageResult", "__version__", "analyze_image"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from emolens.api import FaceAnalyzer, FaceResult, ImageResult, analyze_image
+    from emolens.labels import FER7, RAVDESS8
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'emolens' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
