@@ -16,14 +16,18 @@ _LAZY: dict[str, str] = {
     "FaceResult": "emolens.api",
     "ImageResult": "emolens.api",
     "analyze_image": "emolens.api",
+    "ExpressionModel": "emolens.expression",
+    "available_models": "emolens.expression",
     "FER7": "emolens.labels",
     "RAVDESS8": "emolens.labels",
 }
 
-__all__ = ["FER7", "RAVDESS8", "FaceAnalyzer", "FaceResult", "ImageResult", "__version__", "analyze_image"]
+__all__ = ["FER7", "RAVDESS8", "ExpressionModel", "FaceAnalyzer", "FaceResult", "ImageResult", "__version__",
+           "analyze_image", "available_models"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from emolens.api import FaceAnalyzer, FaceResult, ImageResult, analyze_image
+    from emolens.expression import ExpressionModel, available_models
     from emolens.labels import FER7, RAVDESS8
 
 

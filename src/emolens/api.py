@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from emolens.expression import ExpressionModel, default_model
-from emolens.faces import Face, FaceDetector, align_faces, make_detector
+from emolens.faces import Face, FaceDetector, make_detector
 from emolens.labels import probs_dict
 from emolens.media import MediaError, as_bgr, load_image
 
@@ -67,13 +67,13 @@ class FaceAnalyzer:
         if isinstance(model, ExpressionModel):
             self.model = model
         else:
-            self.model = default_model(str(model) if model else None)
+            self.model = default_model(str(model) if model else "default")
 
     def classify(self, image: np.ndarray, faces: list[Face]) -> list[FaceResult]:
         """Expressions for already-detected ``faces`` in a BGR image (one batched model call)."""
         if not faces:
             return []
-        probs = self.model.predict(align_faces(image, faces))
+        probs = self.model.classify(image, faces)
         labels = self.model.labels
         return [FaceResult(f, labels[int(p.argmax())], probs_dict(p, labels)) for f, p in zip(faces, probs)]
 
@@ -100,14 +100,20 @@ class FaceAnalyzer:
                 yield ImageResult(str(p), [], str(exc))
 
 
-_DEFAULT: dict[str, FaceAnalyzer] = {}
+_DEFAULT: dict[tuple[str, str], FaceAnalyzer] = {}
 
 
-def analyze_image(image: str | os.PathLike | np.ndarray, detector: str = "yunet") -> ImageResult:
-    """Find every face in a photo (path or BGR/gray array) and classify its expression."""
-    if detector not in _DEFAULT:
-        _DEFAULT[detector] = FaceAnalyzer(detector)
-    return _DEFAULT[detector].analyze_image(image)
+def analyze_image(
+    image: str | os.PathLike | np.ndarray, detector: str = "yunet", model: str | os.PathLike = "default"
+) -> ImageResult:
+    """Find every face in a photo (path or BGR/gray array) and classify its expression.
+
+    ``model``: ``"default"`` (fast), ``"accurate"`` or an ONNX path (see :func:`emolens.available_models`).
+    """
+    key = (detector, str(model))
+    if key not in _DEFAULT:
+        _DEFAULT[key] = FaceAnalyzer(detector, model)
+    return _DEFAULT[key].analyze_image(image)
 
 
 def image_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:

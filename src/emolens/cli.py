@@ -19,6 +19,11 @@ app.add_typer(train_app, name="train")
 app.add_typer(evaluate_app, name="evaluate")
 
 
+#: ``--model`` of every command that classifies faces.
+ModelOption = Annotated[str, typer.Option(
+    "--model", help="Face model: default (fast), accurate, or an .onnx file.", show_default=True)]
+
+
 def fail(message: str, code: int = 2) -> None:
     """Print ``message`` to stderr and exit with ``code``."""
     typer.echo(f"error: {message}", err=True)
@@ -32,6 +37,7 @@ def image(
     save_annotated: Annotated[Optional[Path], typer.Option(help="Write annotated copies into this folder.")] = None,
     detector: Annotated[str, typer.Option(help="Face detector: yunet or haar.")] = "yunet",
     min_score: Annotated[float, typer.Option(help="Minimum face-detection confidence (0..1).")] = 0.6,
+    model: ModelOption = "default",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not print the table.")] = False,
 ) -> None:
     """Detect every face in photos and classify its expression."""
@@ -42,7 +48,10 @@ def image(
     files = iter_image_paths(paths)
     if not files:
         fail("no image files found in the given paths")
-    analyzer = FaceAnalyzer(detector, min_score=min_score)
+    try:
+        analyzer = FaceAnalyzer(detector, model, min_score=min_score)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        fail(str(exc))
     results = []
     for result in analyzer.analyze_images(files):
         results.append(result)
@@ -69,7 +78,7 @@ def image(
 def evaluate_face(
     data: Annotated[Path, typer.Option(help="FER2013 csv (.csv, .gz, .xz) or an image folder root/<class>/*.png.")],
     split: Annotated[str, typer.Option(help="Training, PublicTest or PrivateTest.")] = "PrivateTest",
-    model: Annotated[Optional[Path], typer.Option(help="ONNX model (default: the shipped one).")] = None,
+    model: ModelOption = "default",
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write metrics JSON here.")] = None,
     confusion_png: Annotated[
         Optional[Path], typer.Option("--confusion", help="Write the confusion matrix PNG here.")
@@ -81,6 +90,10 @@ def evaluate_face(
     from emolens.metrics import classification_report, format_report, plot_confusion
     from emolens.outputs import write_json
 
+    try:
+        net = ExpressionModel(model)
+    except (ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
     if not data.exists():
         fail(f"{data}: not found")
     try:
@@ -91,7 +104,8 @@ def evaluate_face(
             if split not in splits:
                 fail(f"unknown split {split!r}; choose from {', '.join(splits)}")
             dataset = splits[split]
-        net = ExpressionModel(model)
+        if tuple(dataset.classes) != net.labels:
+            fail(f"the model's classes {net.labels} differ from the data's {tuple(dataset.classes)}")
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
     probs = net.predict(dataset.images)
@@ -124,6 +138,12 @@ def train_face_cmd(
     channels_last: Annotated[bool, typer.Option(help="channels_last memory format.")] = True,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    teacher_logits: Annotated[Optional[Path], typer.Option(
+        help="Distil from teacher logits (.npz with a 'train' array, e.g. from the GPU recipe).")] = None,
+    kd_alpha: Annotated[float, typer.Option(help="Weight of the distillation term (with --teacher-logits).")] = 0.7,
+    kd_temp: Annotated[float, typer.Option(help="Distillation temperature.")] = 2.0,
+    tta: Annotated[str, typer.Option(help="Test-time averaging baked into the model: none, flip or tencrop.")] = "flip",
+    threads: Annotated[int, typer.Option(help="CPU threads for torch (0: its default).")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt.")] = False,
 ) -> None:
     """Train the facial-expression model (selects on PublicTest, reports PrivateTest)."""
@@ -136,7 +156,8 @@ def train_face_cmd(
     cfg = FaceTrainConfig(
         data=str(data), out=str(out), ferplus=str(ferplus) if ferplus else None, soft_weight=soft_weight,
         width=width, epochs=epochs, batch_size=batch_size, lr=lr, label_smoothing=label_smoothing,
-        balance=balance, amp=amp, channels_last=channels_last, seed=seed, device=device,
+        balance=balance, amp=amp, channels_last=channels_last, seed=seed, device=device, threads=threads,
+        teacher_logits=str(teacher_logits) if teacher_logits else None, kd_alpha=kd_alpha, kd_temp=kd_temp, tta=tta,
     )
     try:
         train_face(cfg, resume=resume)

@@ -24,6 +24,7 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
                                                   "(0: min(4, CPUs)).", min=0)] = 0,
         detector: Annotated[str, typer.Option(help="Face detector: yunet or haar.")] = "yunet",
         min_score: Annotated[float, typer.Option(help="Minimum face-detection confidence (0..1).")] = 0.6,
+        model: Annotated[str, typer.Option(help="Face model: default (fast), accurate, or an .onnx file.")] = "default",
         log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     ) -> None:
         """Web page and REST API: photos, audio, video jobs, live webcam (open http://HOST:PORT/)."""
@@ -33,8 +34,15 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
         except ImportError as exc:
             typer.echo(f"error: the server needs its extra: pip install 'emolens[server]' ({exc})", err=True)
             raise typer.Exit(2) from None
-        config = ServerConfig(detector=detector, min_score=min_score, max_video_bytes=int(max_upload_mb * 1e6),
-                              max_image_bytes=int(max_image_mb * 1e6))
+        from emolens.expression import resolve_model
+
+        try:
+            resolve_model(model)
+        except ValueError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        config = ServerConfig(detector=detector, min_score=min_score, model=model,
+                              max_video_bytes=int(max_upload_mb * 1e6), max_image_bytes=int(max_image_mb * 1e6))
         if jobs_dir is not None:
             config.jobs_dir = jobs_dir
         if workers:

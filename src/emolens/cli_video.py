@@ -19,7 +19,7 @@ MinScore = Annotated[float, typer.Option(help="Minimum detection confidence for 
 Smooth = Annotated[str, typer.Option(help="Per-track smoothing of probabilities: ema, window or none.")]
 Alpha = Annotated[float, typer.Option(help="EMA weight of the newest frame (--smooth ema).")]
 Window = Annotated[int, typer.Option(help="Frames averaged (--smooth window).", min=1)]
-Model = Annotated[Optional[Path], typer.Option(help="Expression model (ONNX; default: the shipped one).")]
+Model = Annotated[str, typer.Option(help="Face model: default (fast), accurate, or an .onnx file.")]
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -27,7 +27,7 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _analyzer(model: Optional[Path], **options: object):  # noqa: ANN202
+def _analyzer(model: str, **options: object):  # noqa: ANN202
     from emolens.video import VideoAnalyzer, VideoOptions
 
     try:
@@ -69,7 +69,7 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
         smooth: Smooth = "ema",
         alpha: Alpha = 0.5,
         window: Window = 5,
-        model: Model = None,
+        model: Model = "default",
         annotate: Annotated[bool, typer.Option(help="Write <stem>.annotated.mp4 (boxes, ids, labels, bars).")] = True,
         fmt: Annotated[str, typer.Option("--format", help="csv, or parquet (also <stem>.frames.parquet).")] = "csv",
         plot: Annotated[bool, typer.Option(help="Write <stem>.timeline.png (emotions per track over time).")] = False,
@@ -149,7 +149,7 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
         alpha: Alpha = 0.5,
         window_frames: Annotated[int, typer.Option("--smooth-window", help="Frames averaged (--smooth window).",
                                                    min=1)] = 5,
-        model: Model = None,
+        model: Model = "default",
     ) -> None:
         """Real-time overlay of a camera, stream or file (q or Ctrl-C stops); shows FPS."""
         from emolens.media import MediaError

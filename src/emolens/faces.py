@@ -145,15 +145,18 @@ def make_detector(name: str = "yunet", **kwargs: object) -> FaceDetector:
     raise ValueError(f"unknown face detector {name!r} (yunet, haar)")
 
 
-def align_face(gray: np.ndarray, face: Face, size: int = FACE_SIZE) -> np.ndarray:
-    """Cut one face out of a grayscale image as a ``size`` x ``size`` uint8 crop.
+def align_face(
+    gray: np.ndarray, face: Face, size: int = FACE_SIZE, template: np.ndarray | None = None
+) -> np.ndarray:
+    """Cut one face out of a grayscale (or BGR) image as a ``size`` x ``size`` uint8 crop.
 
-    With landmarks: similarity transform onto :data:`FER_TEMPLATE`. Without: a square
-    around the box (FER2013 framing: the box spans the whole crop height).
+    With landmarks: similarity transform onto ``template`` (5 points in the crop's pixels;
+    default :data:`FER_TEMPLATE` scaled to ``size``). Without: a square around the box (FER2013
+    framing: the box spans the whole crop height).
     """
     import cv2
 
-    template = FER_TEMPLATE * (size / FACE_SIZE)
+    template = FER_TEMPLATE * (size / FACE_SIZE) if template is None else np.asarray(template, np.float32)
     matrix = None
     if face.landmarks is not None:
         matrix, _ = cv2.estimateAffinePartial2D(face.landmarks.astype(np.float32), template, method=cv2.LMEDS)
@@ -180,11 +183,18 @@ def align_face(gray: np.ndarray, face: Face, size: int = FACE_SIZE) -> np.ndarra
     return cv2.warpAffine(gray, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def align_faces(image: np.ndarray, faces: list[Face], size: int = FACE_SIZE) -> np.ndarray:
-    """Aligned grayscale crops ``uint8 (N, size, size)`` for every face in a BGR image."""
+def align_faces(
+    image: np.ndarray, faces: list[Face], size: int = FACE_SIZE, template: np.ndarray | None = None,
+    color: str = "gray",
+) -> np.ndarray:
+    """Aligned crops for every face in a BGR image: ``uint8 (N, size, size)`` for ``color="gray"``,
+    ``(N, size, size, 3)`` BGR for ``"bgr"``."""
     import cv2
 
-    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    if color == "gray":
+        src = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    else:
+        src = image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     if not faces:
-        return np.zeros((0, size, size), dtype=np.uint8)
-    return np.stack([align_face(gray, f, size) for f in faces])
+        return np.zeros((0, size, size, *src.shape[2:]), dtype=np.uint8)
+    return np.stack([align_face(src, f, size, template) for f in faces])

@@ -292,7 +292,9 @@ class AVFuser:
 
         Returns one ``{"voice": vec|None, "fused": vec|None, "label": str, "rule": str}`` per face.
         """
-        seg = self.timeline.at(time_s) if self.timeline is not None else None
+        if self.timeline is None:  # face only: nothing to fuse (the face model may have its own labels)
+            return [{"voice": None, "fused": None, "label": None, "rule": "face"} for _ in faces]
+        seg = self.timeline.at(time_s)
         speaker, rule = None, None
         if seg is not None and faces:
             import cv2

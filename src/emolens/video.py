@@ -182,7 +182,7 @@ class VideoAnalyzer:
                 pairs = tracker.carry(frame.time_s)
             due = [(t, f) for t, f in pairs if n % o.classify_every == 0 or t not in last]
             if due:
-                probs = self.faces.model.predict(_align(frame.image, [f for _, f in due]))
+                probs = self.faces.model.classify(frame.image, [f for _, f in due])
                 for (track_id, _), p in zip(due, probs, strict=True):
                     last[track_id] = smoother.update(track_id, p)
             tracked = []
@@ -233,8 +233,9 @@ class VideoAnalyzer:
                 expected = min(expected or o.max_frames, o.max_frames)
         from emolens.fusion import FUSION_LABELS, AVFuser, VoiceTimeline
 
-        if self.labels != FUSION_LABELS:
-            raise ValueError(f"the face model's labels {self.labels} differ from the fusion labels {FUSION_LABELS}")
+        if self.labels != FUSION_LABELS and o.modality != "face":
+            raise ValueError(f"the face model's labels {self.labels} differ from the fusion labels {FUSION_LABELS}: "
+                             "use --modality face with this model")
         voice, voice_note = self.voice(source)
         timeline = VoiceTimeline.from_audio_result(voice) if voice is not None and voice.segments else None
         fuser = AVFuser(timeline, o.modality)
@@ -324,12 +325,6 @@ def _fused_view(faces: list[TrackedFace], fused: list[dict], labels: tuple[str, 
             f = replace(f, label=extra["label"], probs=probs_dict(extra["fused"], labels))
         out.append(f)
     return out
-
-
-def _align(image: np.ndarray, faces: list[Face]) -> np.ndarray:
-    from emolens.faces import align_faces
-
-    return align_faces(image, faces)
 
 
 def _sampled_fps(fps: float | None, o: VideoOptions) -> float:

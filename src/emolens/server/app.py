@@ -58,6 +58,7 @@ class ServerConfig:
     max_queued_jobs: int = 16
     detector: str = "yunet"
     min_score: float = 0.6
+    model: str = "default"  #: face model: registry name or .onnx path
 
 
 # ------------------------------------------------------------------------------------- analysis
@@ -91,12 +92,12 @@ class Services:
         self._cv2_threads = cv2.getNumThreads()
         cv2.setNumThreads(1)
         self.config = config
-        self.analyzer = analyzer or FaceAnalyzer(config.detector, ExpressionModel(None, threads=1),
+        self.analyzer = analyzer or FaceAnalyzer(config.detector, ExpressionModel(config.model, threads=1),
                                                  min_score=config.min_score)
         self.limiter = anyio.CapacityLimiter(config.workers)
         self._audio: Any = None
         self._audio_lock = threading.Lock()
-        self.jobs = JobManager(config.jobs_dir, config.max_queued_jobs, voice=self.voice_of_video,
+        self.jobs = JobManager(config.jobs_dir, config.max_queued_jobs, model=config.model, voice=self.voice_of_video,
                                thread_init=self._one_omp_thread)
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:

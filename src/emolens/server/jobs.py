@@ -97,7 +97,8 @@ class JobManager:
 
     def __init__(self, root: str | Path, max_queued: int = 16,
                  voice: Callable[[Path], dict | None] | None = None,
-                 thread_init: Callable[[], None] | None = None) -> None:
+                 thread_init: Callable[[], None] | None = None, model: str = "default") -> None:
+        self.model = model
         self.root = Path(root).expanduser().resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_queued = max_queued
@@ -244,7 +245,7 @@ class JobManager:
         folder = self.folder(job.id)
         options = dict(job.options)
         annotate = bool(options.pop("annotate", True))
-        analyzer = VideoAnalyzer(VideoOptions(**options))
+        analyzer = VideoAnalyzer(VideoOptions(**options), self.model)
         process = analyzer.process
 
         def counted(frames):  # noqa: ANN001, ANN202  (progress and cancellation, frame by frame)

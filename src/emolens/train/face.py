@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from emolens.datasets import FaceDataset, load_face_data
-from emolens.train.nets import FaceNet, FlipTTA, LogitEnsemble, TenCropTTA
+from emolens.train.nets import FaceNet, FlipTTA, Softmax, TenCropTTA
 
 CROP = 44
 
@@ -46,6 +46,10 @@ class FaceTrainConfig:
     seed: int = 0
     device: str = "auto"
     threads: int = 0
+    teacher_logits: str | None = None
+    kd_alpha: float = 0.7
+    kd_temp: float = 2.0
+    tta: str = "flip"
 
 
 def class_weights(counts: np.ndarray, mode: str) -> np.ndarray:
@@ -110,56 +114,29 @@ def center_crop(x: torch.Tensor) -> torch.Tensor:
     return x[..., off: off + CROP, off: off + CROP]
 
 
+TTAS = ("none", "flip", "tencrop")
+
+
+def _wrap(net: nn.Module, tta: str) -> nn.Module:
+    if tta not in TTAS:
+        raise ValueError(f"unknown test-time averaging {tta!r} ({', '.join(TTAS)})")
+    return {"none": Softmax, "flip": FlipTTA}.get(tta, lambda n: TenCropTTA(n, CROP))(net)
+
+
 @torch.no_grad()
 def predict(
     net: nn.Module, images: np.ndarray, device: torch.device, batch: int = 512, tta: str = "flip"
 ) -> np.ndarray:
     """Class probabilities for ``uint8 (N,48,48)`` faces, averaged over the face and its mirror
-    (``tta="flip"``, centre crop) or over ten views (``"tencrop"``: centre + corners, mirrored)."""
+    (``tta="flip"``, centre crop), over ten views (``"tencrop"``: centre + corners, mirrored) or
+    from the centre crop alone (``"none"``)."""
     net.eval()
-    wrapper = FlipTTA(net) if tta == "flip" else TenCropTTA(net, CROP)
+    wrapper = _wrap(net, tta)
     out = []
     for i in range(0, len(images), batch):
         x = torch.from_numpy(images[i: i + batch]).to(device).float().unsqueeze(1)
-        out.append(wrapper(center_crop(x) if tta == "flip" else x).float().cpu().numpy())
+        out.append(wrapper(x if tta == "tencrop" else center_crop(x)).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 7), np.float32)
-
-
-def export_onnx(net: nn.Module, path: str | Path, tta: str = "flip") -> None:
-    """Export ``net`` with its test-time averaging and softmax to ONNX: input ``faces`` float32
-    ``(N,1,44,44)`` (``flip``) or ``(N,1,48,48)`` (``tencrop``) in 0..255, output ``probs``."""
-    net = net.to("cpu").float().eval()
-    wrapper = (FlipTTA(net) if tta == "flip" else TenCropTTA(net, CROP)).to(memory_format=torch.contiguous_format)
-    side = CROP if tta == "flip" else 48
-    dummy = torch.zeros(2, 1, side, side)
-    torch.onnx.export(
-        wrapper, (dummy,), str(path), input_names=["faces"], output_names=["probs"],
-        dynamic_axes={"faces": {0: "n"}, "probs": {0: "n"}}, opset_version=17, dynamo=False,
-    )
-    store_fp16(path)
-
-
-def store_fp16(path: str | Path) -> None:
-    """Store an ONNX model's float32 weights as float16 (half the file size), each followed by a
-    Cast back to float32: compute stays float32 (onnxruntime folds the casts at load time)."""
-    import onnx
-    from onnx import helper, numpy_helper
-
-    model = onnx.load(str(path))
-    graph = model.graph
-    casts = []
-    for init in graph.initializer:
-        if init.data_type != onnx.TensorProto.FLOAT or len(init.dims) == 0:
-            continue
-        array = numpy_helper.to_array(init)
-        half_name = init.name + "_fp16"
-        casts.append((init.name, half_name, numpy_helper.from_array(array.astype(np.float16), half_name)))
-    for name, half_name, tensor in casts:
-        graph.initializer.remove(next(i for i in graph.initializer if i.name == name))
-        graph.initializer.append(tensor)
-        graph.node.insert(0, helper.make_node("Cast", [half_name], [name], to=onnx.TensorProto.FLOAT))
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
 
 
 def _targets(data: FaceDataset, idx: np.ndarray, cfg: FaceTrainConfig, k: int) -> torch.Tensor:
@@ -167,6 +144,28 @@ def _targets(data: FaceDataset, idx: np.ndarray, cfg: FaceTrainConfig, k: int) -
     if data.soft is not None and cfg.ferplus:
         onehot = (1 - cfg.soft_weight) * onehot + cfg.soft_weight * data.soft[idx]
     return torch.from_numpy(onehot * (1 - cfg.label_smoothing) + cfg.label_smoothing / k)
+
+
+def load_teacher_logits(path: str | Path, n: int) -> torch.Tensor:
+    """Teacher-ensemble logits for the Training split: ``train`` array of an ``.npz`` holding
+    ``(teachers, N, classes)`` or ``(N, classes)`` logits in the Training split's row order
+    (as written by ``emolens.train.face_gpu``); several teachers are averaged."""
+    with np.load(path) as z:
+        if "train" not in z.files:
+            raise ValueError(f"{path}: no 'train' array of teacher logits")
+        logits = z["train"].astype(np.float32)
+    if logits.ndim == 3:
+        logits = logits.mean(0)
+    if logits.ndim != 2 or len(logits) != n:
+        raise ValueError(f"{path}: teacher logits have shape {logits.shape}; expected ({n}, classes)")
+    return torch.from_numpy(logits)
+
+
+def kd_loss(logits: torch.Tensor, teacher: torch.Tensor, temp: float) -> torch.Tensor:
+    """Knowledge-distillation term: ``temp``-softened KL divergence to the teacher, scaled by
+    ``temp**2`` (Hinton et al.) so its gradients keep their size across temperatures."""
+    return F.kl_div(F.log_softmax(logits.float() / temp, 1), F.softmax(teacher / temp, 1),
+                    reduction="batchmean") * temp * temp
 
 
 def train_face(cfg: FaceTrainConfig, resume: bool = False) -> dict:
@@ -215,6 +214,7 @@ def train_face(cfg: FaceTrainConfig, resume: bool = False) -> dict:
                 sched.step()
         print(f"resumed from {last} at epoch {start_epoch}")
 
+    teacher = load_teacher_logits(cfg.teacher_logits, len(train)) if cfg.teacher_logits else None
     images = torch.from_numpy(train.images).unsqueeze(1)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     for epoch in range(start_epoch, cfg.epochs):
@@ -233,6 +233,8 @@ def train_face(cfg: FaceTrainConfig, resume: bool = False) -> dict:
             logp = F.log_softmax(logits.float(), dim=1)
             y = torch.from_numpy(train.labels[idx.numpy()]).to(device)
             loss = (-(target * logp).sum(1) * weights.to(device)[y]).mean()
+            if teacher is not None:
+                loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * kd_loss(logits, teacher[idx].to(device), cfg.kd_temp)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -241,7 +243,7 @@ def train_face(cfg: FaceTrainConfig, resume: bool = False) -> dict:
             correct += int((logits.argmax(1) == y).sum())
             seen += len(idx)
             bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
-        probs = predict(net, val.images, device)
+        probs = predict(net, val.images, device, tta=cfg.tta)
         val_pred = probs.argmax(1)
         val_loss = float(-np.log(np.maximum(probs[np.arange(len(val)), val.labels], 1e-7)).mean())
         row = {
@@ -267,144 +269,9 @@ def train_face(cfg: FaceTrainConfig, resume: bool = False) -> dict:
     best = torch.load(out / "best.pt", map_location="cpu", weights_only=False)
     metrics = {"config": asdict(cfg), "best_epoch": best["epoch"] + 1, "history": history}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    from emolens.train.face_export import finalize_face
+
     metrics = finalize_face(out)
     print(f"best epoch {best['epoch'] + 1}: PublicTest {metrics['PublicTest']['accuracy']:.4f}, "
           f"PrivateTest {metrics['PrivateTest']['accuracy']:.4f}; wrote {out}/face_expression.onnx")
     return metrics
-
-
-def finalize_face(
-    run_dir: str | Path, ensemble: tuple[str | Path, ...] = (), ttas: tuple[str, ...] = ("flip",)
-) -> dict:
-    """Pick the test-time averaging (flip vs ten-crop) for a finished run's best checkpoint on
-    PublicTest, export it, and rewrite ``metrics.json`` (PrivateTest is reported for the pick only).
-
-    ``ensemble``: more checkpoints (``best.pt``-style files) whose logits may be averaged with the
-    best one; single model vs ensemble is chosen on PublicTest as well. ``ttas``: the test-time
-    averagings to consider. The default is ``flip`` alone: ten-crop costs 5x the compute per face
-    (it made video analysis classifier-bound) for +0.3 points on PublicTest in the shipped run.
-    """
-    from emolens.metrics import classification_report, plot_confusion
-
-    run = Path(run_dir)
-    metrics = json.loads((run / "metrics.json").read_text())
-    cfg = FaceTrainConfig(**metrics["config"])
-    splits = load_face_data(cfg.data, cfg.ferplus)
-    classes = splits["Training"].classes
-
-    def load(path: str | Path) -> nn.Module:
-        net = FaceNet(num_classes=len(classes), width=cfg.width)
-        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=False)["model"])
-        return net.eval()
-
-    candidates: dict[str, nn.Module] = {"best": load(run / "best.pt")}
-    if ensemble:
-        candidates["ensemble"] = LogitEnsemble([candidates["best"], *(load(p) for p in ensemble)])
-    device = torch.device("cpu")
-    val, test = splits["PublicTest"], splits["PrivateTest"]
-    scores = {
-        f"{name}+{t}": float((predict(net, val.images, device, tta=t).argmax(1) == val.labels).mean())
-        for name, net in candidates.items() for t in ttas
-    }
-    choice = max(scores, key=lambda k: (scores[k], k.startswith("best"), k.endswith("flip")))  # ties: simpler
-    name, tta = choice.split("+")
-    net = candidates[name]
-    metrics["tta"] = {"choice": tta, "model": name, "PublicTest_accuracy": scores,
-                      "ensemble_members": ["best.pt", *map(str, ensemble)] if name == "ensemble" else ["best.pt"]}
-    for split_name, split in (("PublicTest", val), ("PrivateTest", test)):
-        pred = predict(net, split.images, device, tta=tta).argmax(1)
-        metrics[split_name] = classification_report(split.labels, pred, classes)
-    export_onnx(net, run / "face_expression.onnx", tta=tta)
-    plot_confusion(metrics["PrivateTest"], run / "confusion.png", title="PrivateTest")
-    (run / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(f"PublicTest accuracy by candidate: {scores} -> {choice}; "
-          f"PrivateTest accuracy {metrics['PrivateTest']['accuracy']:.4f}")
-    return metrics
-
-
-def ship_face_model(run_dir: str | Path, models_dir: str | Path | None = None) -> Path:
-    """Copy a finished run's ONNX into the package with its model card (JSON + markdown).
-
-    The card records the training command, the PublicTest/PrivateTest metrics from the
-    run's ``metrics.json`` and the sha256 of the shipped file.
-    """
-    import hashlib
-    import shutil
-
-    from emolens.expression import MODELS_DIR
-    from emolens.metrics import format_report
-
-    run = Path(run_dir)
-    dest = Path(models_dir) if models_dir else MODELS_DIR
-    metrics = json.loads((run / "metrics.json").read_text())
-    cfg = metrics["config"]
-    onnx_path = dest / "face_expression.onnx"
-    shutil.copyfile(run / "face_expression.onnx", onnx_path)
-    sha = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
-    defaults = FaceTrainConfig(data="", out="")
-    flags = " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in cfg.items()
-        if k not in ("data", "out", "threads", "device") and v != getattr(defaults, k)
-    )
-    command = f"emolens train face --data ../shared/data/fer2013/fer2013.csv.xz --out {cfg['out']} {flags}".strip()
-    tencrop = metrics.get("tta", {}).get("choice") == "tencrop"
-    members = [Path(m).name for m in metrics.get("tta", {}).get("ensemble_members", [])]
-    card = {
-        "name": "face_expression", "labels": list(metrics["PrivateTest"]["labels"]),
-        "input_size": 48 if tencrop else CROP,
-        "input": "float32 (N, 1, 48, 48) grayscale 0..255: a 48x48 aligned face" if tencrop else
-                 "float32 (N, 1, 44, 44) grayscale 0..255: centre 44x44 of a 48x48 aligned face",
-        "output": "float32 (N, 7) probabilities (softmax of logits averaged over "
-                  + ("ten views: centre and corner 44x44 crops and their mirrors)" if tencrop else
-                     "the face and its mirror)"),
-        "tta": metrics.get("tta"),
-        "architecture": (f"logit average of {len(members)} checkpoints ({', '.join(members)}) of " if len(members) > 1
-                         else "") + f"a VGG-style CNN, 4 stages x 2 conv (width {cfg['width']}), GAP, 2-layer head; "
-                        "weights stored as float16, computed in float32",
-        "sha256": sha, "size_bytes": onnx_path.stat().st_size, "command": command,
-        "best_epoch": metrics["best_epoch"], "epochs": cfg["epochs"],
-        "PublicTest": {k: metrics["PublicTest"][k] for k in ("accuracy", "macro_f1")},
-        "PrivateTest": {k: metrics["PrivateTest"][k] for k in ("accuracy", "macro_f1")},
-    }
-    (dest / "face_expression.json").write_text(json.dumps(card, indent=2) + "\n")
-    hist = metrics["history"]
-    md = f"""# Model card: face_expression.onnx
-
-Facial-expression classifier shipped with emolens (7 FER2013 classes: {", ".join(card["labels"])}).
-
-- **Architecture**: {card["architecture"]}; input {card["input"]}; output {card["output"]}.
-- **Training data**: FER2013 `Training` split (28,709 faces). Model selection: best epoch on
-  `PublicTest` (epoch {card["best_epoch"]} of {card["epochs"]}). `PrivateTest` was used only for the report below.
-- **Recipe**: SGD (Nesterov, momentum 0.9, weight decay {cfg["weight_decay"]}), one-cycle cosine LR (peak {cfg["lr"]}),
-  batch {cfg["batch_size"]}, label smoothing {cfg["label_smoothing"]}, class weights `{cfg["balance"]}`,
-  augmentation: random affine crop 44x44 (rotation +-15 deg, scale 0.85-1.15, shift +-10%), mirror,
-  brightness/contrast, random erasing. Test-time averaging baked into the ONNX graph, chosen on
-  PublicTest: {card["output"]}.
-- **Reproduce**: `{command}` then
-  `python -c "from emolens.train.face import ship_face_model; ship_face_model('{cfg["out"]}')"`
-  (CPU, 2 cores: about {sum(h["seconds"] for h in hist) / 60:.0f} minutes of epochs in the shipped run).
-- **Check**: `emolens evaluate face --data ../shared/data/fer2013/fer2013.csv.xz --split PrivateTest`
-  (the test suite asserts the PrivateTest floor of 70%).
-- **sha256**: `{sha}` ({card["size_bytes"]:,} bytes)
-
-## PublicTest (model selection)
-
-```
-{format_report(metrics["PublicTest"])}
-```
-
-## PrivateTest (3,589 faces, never used for selection)
-
-```
-{format_report(metrics["PrivateTest"])}
-```
-
-## Limits
-
-FER2013 is 48x48 grayscale web images, mostly frontal, with noisy labels (human accuracy is
-about 65%); `disgust` has only 436 training images and is the weakest class. Faces in
-photos/videos are aligned to FER2013's framing from 5 landmarks before classification;
-strongly turned or occluded faces are less reliable. Research use: FER2013's terms apply.
-"""
-    (dest / "face_expression.md").write_text(md)
-    return onnx_path

@@ -47,6 +47,17 @@ class FaceNet(nn.Module):
         return self.head(self.features(x))
 
 
+class Softmax(nn.Module):
+    """Export wrapper without test-time averaging: softmax of one pass."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.net(x), dim=1)
+
+
 class FlipTTA(nn.Module):
     """Export wrapper: softmax of the logits averaged over the image and its mirror."""
 

@@ -1,0 +1,432 @@
+"""From trained checkpoints to a shipped face model: choose (on PublicTest only), export to ONNX
+with the model's own metadata, report PrivateTest once, and write the model card.
+
+- :func:`finalize_face`: a finished ``emolens train face`` run -> ``face_expression.onnx`` + metrics.
+- :func:`export_ensemble`: several checkpoints (e.g. the GPU recipe's teachers) -> one ONNX whose
+  graph averages their logits; members and test-time averaging are chosen on PublicTest.
+- :func:`ship_face_model`: copy a run's ONNX into the package as ``face_<name>.onnx`` with its
+  card (``.json`` + ``.md``: data, recipe, command, PublicTest/PrivateTest tables, faces/s).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from emolens.datasets import load_face_data
+from emolens.faces import FACE_SIZE, FER_TEMPLATE
+from emolens.train.face import CROP, FaceTrainConfig, _wrap, predict
+from emolens.train.nets import FaceNet, LogitEnsemble
+
+
+def export_onnx(
+    net: nn.Module, path: str | Path, tta: str = "flip", labels: tuple[str, ...] | None = None,
+    weights: str = "fp16",
+) -> None:
+    """Export ``net`` with its test-time averaging and softmax to ONNX: input ``faces`` float32
+    ``(N,1,44,44)`` (``none``/``flip``) or ``(N,1,48,48)`` (``tencrop``) in 0..255, output ``probs``.
+    Weights are stored as ``fp16`` or ``int8`` (per-channel, see :func:`store_int8`) and computed in
+    float32; ``labels`` and the preprocessing go into the ONNX metadata."""
+    net = net.to("cpu").float().eval()
+    wrapper = _wrap(net, tta).to(memory_format=torch.contiguous_format)
+    side = 48 if tta == "tencrop" else CROP
+    dummy = torch.zeros(2, 1, side, side)
+    torch.onnx.export(
+        wrapper, (dummy,), str(path), input_names=["faces"], output_names=["probs"],
+        dynamic_axes={"faces": {0: "n"}, "probs": {0: "n"}}, opset_version=17, dynamo=False,
+    )
+    if weights == "int8":
+        store_int8(path)
+    store_fp16(path)
+    if labels is not None:
+        embed_metadata(path, model_metadata(labels, side))
+
+
+def model_metadata(labels: tuple[str, ...] | list[str], input_size: int) -> dict:
+    """The preprocessing and labels a FER-style model expects (see :class:`emolens.expression.ModelSpec`)."""
+    return {"labels": list(labels), "frame": FACE_SIZE, "input_size": int(input_size), "color": "gray",
+            "template": FER_TEMPLATE.tolist()}
+
+
+def embed_metadata(path: str | Path, meta: dict) -> None:
+    """Store ``meta`` as JSON in the ONNX file's metadata (key ``emolens``)."""
+    import onnx
+
+    from emolens.expression import META_KEY
+
+    model = onnx.load(str(path))
+    kept = [p for p in model.metadata_props if p.key != META_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = META_KEY, json.dumps(meta)
+    onnx.save(model, str(path))
+
+
+def store_fp16(path: str | Path) -> None:
+    """Store an ONNX model's float32 weights as float16 (half the file size), each followed by a
+    Cast back to float32: compute stays float32 (onnxruntime folds the casts at load time)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    casts = []
+    for init in graph.initializer:
+        if init.data_type != onnx.TensorProto.FLOAT or len(init.dims) == 0:
+            continue
+        array = numpy_helper.to_array(init)
+        half_name = init.name + "_fp16"
+        casts.append((init.name, half_name, numpy_helper.from_array(array.astype(np.float16), half_name)))
+    for name, half_name, tensor in casts:
+        graph.initializer.remove(next(i for i in graph.initializer if i.name == name))
+        graph.initializer.append(tensor)
+        graph.node.insert(0, helper.make_node("Cast", [half_name], [name], to=onnx.TensorProto.FLOAT))
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def store_int8(path: str | Path, min_size: int = 4096) -> None:
+    """Store large float32 weight tensors (conv kernels, linear matrices) as int8 with one float
+    scale per output channel (symmetric), followed by ``Cast`` and ``Mul`` back to float32: a
+    quarter of the file size; onnxruntime folds both ops at load time, so compute stays float32."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    done = []
+    for init in list(graph.initializer):
+        if init.data_type != onnx.TensorProto.FLOAT or len(init.dims) < 2 or np.prod(init.dims) < min_size:
+            continue
+        w = numpy_helper.to_array(init)
+        scale = np.abs(w.reshape(len(w), -1)).max(1) / 127.0
+        scale = np.where(scale > 0, scale, 1.0).astype(np.float32).reshape(-1, *([1] * (w.ndim - 1)))
+        q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
+        graph.initializer.remove(init)
+        graph.initializer.extend([numpy_helper.from_array(q, init.name + "_q"),
+                                  numpy_helper.from_array(scale, init.name + "_scale")])
+        done.append(init.name)
+    for name in reversed(done):
+        graph.node.insert(0, helper.make_node("Mul", [name + "_f", name + "_scale"], [name]))
+        graph.node.insert(0, helper.make_node("Cast", [name + "_q"], [name + "_f"], to=onnx.TensorProto.FLOAT))
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def load_checkpoint(path: str | Path, num_classes: int) -> nn.Module:
+    """A :class:`FaceNet` from a ``best.pt`` (train face) or ``teacher_*.pt`` (GPU recipe) file;
+    the width is read from the weights."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    weights = state["model"]
+    net = FaceNet(num_classes=num_classes, width=int(weights["features.0.weight"].shape[0]))
+    net.load_state_dict({k: v.float() for k, v in weights.items()})
+    return net.eval()
+
+
+def _choose(candidates: dict[str, nn.Module], ttas: tuple[str, ...], images: np.ndarray,
+            labels: np.ndarray) -> tuple[str, str, dict[str, float]]:
+    device = torch.device("cpu")
+    scores = {
+        f"{name}+{t}": float((predict(net, images, device, tta=t).argmax(1) == labels).mean())
+        for name, net in candidates.items() for t in ttas
+    }
+    order = list(scores)
+    choice = max(order, key=lambda k: (scores[k], -order.index(k)))  # ties: the earlier (simpler) one
+    name, tta = choice.split("+")
+    return name, tta, scores
+
+
+def _report(net: nn.Module, tta: str, splits: dict, out: Path, metrics: dict, weights: str = "fp16") -> dict:
+    from emolens.metrics import classification_report, plot_confusion
+
+    classes = tuple(splits["Training"].classes)
+    for split_name in ("PublicTest", "PrivateTest"):
+        split = splits[split_name]
+        pred = predict(net, split.images, torch.device("cpu"), tta=tta).argmax(1)
+        metrics[split_name] = classification_report(split.labels, pred, classes)
+    export_onnx(net, out / "face_expression.onnx", tta=tta, labels=classes, weights=weights)
+    metrics["weights"] = weights
+    plot_confusion(metrics["PrivateTest"], out / "confusion.png", title="PrivateTest")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    best = max(metrics["tta"]["PublicTest_accuracy"].values())
+    print(f"chose {'+'.join(metrics['tta']['ensemble_members'])} with {tta} averaging (PublicTest {best:.4f} among "
+          f"{len(metrics['tta']['PublicTest_accuracy'])} candidates); "
+          f"PrivateTest {metrics['PrivateTest']['accuracy']:.4f}")
+    return metrics
+
+
+def finalize_face(
+    run_dir: str | Path, ensemble: tuple[str | Path, ...] = (), ttas: tuple[str, ...] | None = None
+) -> dict:
+    """Pick the test-time averaging for a finished run's best checkpoint on PublicTest, export it,
+    and rewrite ``metrics.json`` (PrivateTest is reported for the pick only).
+
+    ``ensemble``: more checkpoints whose logits may be averaged with the best one (single model vs
+    ensemble is chosen on PublicTest too). ``ttas``: the averagings to consider (default: the
+    run's own, ``flip`` unless configured).
+    """
+    run = Path(run_dir)
+    metrics = json.loads((run / "metrics.json").read_text())
+    cfg = FaceTrainConfig(**metrics["config"])
+    ttas = ttas or (cfg.tta,)
+    splits = load_face_data(cfg.data, cfg.ferplus)
+    k = len(splits["Training"].classes)
+    candidates: dict[str, nn.Module] = {"best": load_checkpoint(run / "best.pt", k)}
+    if ensemble:
+        candidates["ensemble"] = LogitEnsemble([candidates["best"], *(load_checkpoint(p, k) for p in ensemble)])
+    val = splits["PublicTest"]
+    name, tta, scores = _choose(candidates, ttas, val.images, val.labels)
+    metrics["tta"] = {"choice": tta, "model": name, "PublicTest_accuracy": scores,
+                      "ensemble_members": ["best.pt", *map(str, ensemble)] if name == "ensemble" else ["best.pt"]}
+    return _report(candidates[name], tta, splits, run, metrics)
+
+
+@torch.no_grad()
+def view_logits(net: nn.Module, images: np.ndarray, tta: str, batch: int = 256) -> np.ndarray:
+    """Logits of ``uint8 (N,48,48)`` faces averaged over the views of ``tta`` (as the exported
+    wrappers average them before their softmax)."""
+    net.eval()
+    c, s = CROP, images.shape[-1]
+    o = (s - c) // 2
+    out = []
+    for i in range(0, len(images), batch):
+        x = torch.from_numpy(images[i: i + batch]).float().unsqueeze(1)
+        views = [x[..., o:o + c, o:o + c]]
+        if tta == "tencrop":
+            views += [x[..., :c, :c], x[..., :c, s - c:], x[..., s - c:, :c], x[..., s - c:, s - c:]]
+        if tta != "none":
+            views += [torch.flip(v, dims=[3]) for v in views]
+        out.append(torch.stack([net(v) for v in views]).mean(0).numpy())
+    return np.concatenate(out)
+
+
+def export_ensemble(
+    checkpoints: list[str | Path], out: str | Path, data: str, ferplus: str | None = None,
+    ttas: tuple[str, ...] = ("flip", "tencrop"), recipe: str = "", command: str = "", weights: str = "int8",
+) -> dict:
+    """Turn checkpoints into one ONNX model in ``out`` (``face_expression.onnx`` + ``metrics.json``).
+
+    Candidates: every non-empty subset of the checkpoints (logits averaged), with each averaging in
+    ``ttas``; the best PublicTest accuracy wins (ties: fewer members, then the cheaper averaging)
+    and only that one is reported on PrivateTest. ``recipe``/``command`` are recorded for the model
+    card; ``weights``: storage (``int8``/``fp16``).
+    """
+    from itertools import combinations
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    splits = load_face_data(data, ferplus)
+    k = len(splits["Training"].classes)
+    nets = {Path(p).stem: load_checkpoint(p, k) for p in checkpoints}
+    val = splits["PublicTest"]
+    logits = {(n, t): view_logits(net, val.images, t) for n, net in nets.items() for t in ttas}
+    scores: dict[str, float] = {}
+    for size in range(1, len(nets) + 1):
+        for members in combinations(nets, size):
+            for t in ttas:
+                mean = np.mean([logits[(m, t)] for m in members], 0)
+                scores["+".join(members) + f"@{t}"] = float((mean.argmax(1) == val.labels).mean())
+    order = list(scores)
+    choice = max(order, key=lambda key: (scores[key], -order.index(key)))
+    names, tta = choice.split("@")
+    members = names.split("+")
+    net = nets[members[0]] if len(members) == 1 else LogitEnsemble([nets[m] for m in members])
+    widths = sorted({int(nets[m].features[0].weight.shape[0]) for m in members})
+    metrics = {
+        "config": {"data": data, "ferplus": ferplus, "width": widths[-1], "checkpoints": [str(p) for p in checkpoints]},
+        "tta": {"choice": tta, "model": "ensemble" if len(members) > 1 else members[0],
+                "PublicTest_accuracy": scores, "ensemble_members": members},
+        "recipe": recipe, "command": command,
+    }
+    return _report(net, tta, splits, out, metrics, weights)
+
+
+def measure_faces_per_second(path: str | Path, threads: int = 2, batch: int = 64, seconds: float = 3.0) -> float:
+    """Classifier throughput of an ONNX face model on this machine (faces/s, batches of ``batch``)."""
+    from emolens.expression import ExpressionModel
+
+    model = ExpressionModel(path, threads=threads)
+    faces = np.random.default_rng(0).integers(0, 256, (batch, model.spec.frame, model.spec.frame), np.uint8)
+    model.predict(faces)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        model.predict(faces)
+        n += batch
+    return n / (time.perf_counter() - t0)
+
+
+def _class_line(report: dict) -> str:
+    per = report["per_class"]
+    return (f"accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}, "
+            f"recall disgust {per['disgust']['recall']:.3f}, fear {per['fear']['recall']:.3f}")
+
+
+def ship_face_model(run_dir: str | Path, name: str = "default", models_dir: str | Path | None = None) -> Path:
+    """Copy a finished run's ONNX into the package as ``face_<name>.onnx`` with its model card.
+
+    The card (JSON + markdown) records the data, recipe and commands, the PublicTest/PrivateTest
+    metrics from the run's ``metrics.json``, faces/s measured here and the file's sha256.
+    """
+    from emolens.expression import MODELS_DIR
+    from emolens.metrics import format_report
+
+    run = Path(run_dir)
+    dest = Path(models_dir) if models_dir else MODELS_DIR
+    metrics = json.loads((run / "metrics.json").read_text())
+    cfg = metrics["config"]
+    onnx_path = dest / f"face_{name}.onnx"
+    shutil.copyfile(run / "face_expression.onnx", onnx_path)
+    sha = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    command = metrics.get("command") or _train_command(cfg)
+    tta = metrics.get("tta", {}).get("choice", "flip")
+    members = [Path(m).name for m in metrics.get("tta", {}).get("ensemble_members", [])]
+    views = {"none": "one view (the centre crop)", "flip": "the face and its mirror",
+             "tencrop": "ten views: centre and corner 44x44 crops and their mirrors"}[tta]
+    side = 48 if tta == "tencrop" else CROP
+    fps = measure_faces_per_second(onnx_path)
+    card = model_metadata(metrics["PrivateTest"]["labels"], side) | {
+        "name": name, "file": onnx_path.name,
+        "input": f"float32 (N, 1, {side}, {side}) grayscale 0..255: "
+                 + ("a 48x48 aligned face" if side == 48 else "centre 44x44 of a 48x48 aligned face"),
+        "output": f"float32 (N, {len(metrics['PrivateTest']['labels'])}) probabilities: softmax of logits "
+                  f"averaged over {views}",
+        "tta": metrics.get("tta"),
+        "architecture": (f"logit average of {len(members)} networks ({', '.join(members)}), each " if len(members) > 1
+                         else "") + f"a VGG-style CNN, 4 stages x 2 conv (width {cfg['width']}), GAP, 2-layer head; "
+                        "weights stored as float16, computed in float32",
+        "sha256": sha, "size_bytes": onnx_path.stat().st_size, "command": command,
+        "faces_per_second": {"value": round(fps, 1), "threads": 2, "batch": 64, "machine": _machine(),
+                             "date": time.strftime("%Y-%m-%d")},
+        "PublicTest": {k: metrics["PublicTest"][k] for k in ("accuracy", "macro_f1", "per_class")},
+        "PrivateTest": {k: metrics["PrivateTest"][k] for k in ("accuracy", "macro_f1", "per_class")},
+    }
+    (dest / f"face_{name}.json").write_text(json.dumps(card, indent=2) + "\n")
+    recipe = metrics.get("recipe") or _train_recipe(cfg)
+    soft = "; FER+ vote distributions as soft targets" if cfg.get("ferplus") else ""
+    md = f"""# Model card: face_{name}.onnx (`--model {name}`)
+
+Facial-expression classifier shipped with emolens ({len(card["labels"])} FER2013 classes: {", ".join(card["labels"])}).
+
+- **Architecture**: {card["architecture"]}.
+- **Input / output**: {card["input"]}; {card["output"]}. The preprocessing (48x48 gray face aligned
+  from 5 landmarks onto the FER2013 template, {side}x{side} input) is stored in the ONNX metadata.
+- **Training data**: FER2013 `Training` split (28,709 faces){soft}.
+  Model selection on `PublicTest` only: {json.dumps(card["tta"]["PublicTest_accuracy"])}.
+  `PrivateTest` was used once, for the report below.
+- **Recipe**: {recipe}
+- **Reproduce**: `{command}`
+- **Check**: `emolens evaluate face --data ../shared/data/fer2013/fer2013.csv.xz --split PrivateTest --model {name}`
+- **Speed**: {fps:,.0f} faces/s (onnxruntime, 2 threads, batches of 64; {card["faces_per_second"]["machine"]},
+  {card["faces_per_second"]["date"]}). `benchmarks/fer_side_by_side.py` compares it with `fer` in one run.
+- **sha256**: `{sha}` ({card["size_bytes"]:,} bytes)
+
+## Summary
+
+| split | accuracy | macro-F1 | recall disgust | recall fear |
+|---|---|---|---|---|
+""" + "".join(
+        f"| {s} | {metrics[s]['accuracy']:.4f} | {metrics[s]['macro_f1']:.4f} | "
+        f"{metrics[s]['per_class']['disgust']['recall']:.3f} | {metrics[s]['per_class']['fear']['recall']:.3f} |\n"
+        for s in ("PublicTest", "PrivateTest")
+    ) + f"""
+## PublicTest (model selection)
+
+```
+{format_report(metrics["PublicTest"])}
+```
+
+## PrivateTest (3,589 faces, never used for selection)
+
+```
+{format_report(metrics["PrivateTest"])}
+```
+
+## Limits
+
+FER2013 is 48x48 grayscale web images, mostly frontal, with noisy labels (human accuracy is
+about 65%); `disgust` has only 436 training images and is the weakest class. Faces in
+photos/videos are aligned to FER2013's framing from 5 landmarks before classification;
+strongly turned or occluded faces are less reliable. Research use: FER2013's terms apply.
+"""
+    (dest / f"face_{name}.md").write_text(md)
+    print(f"shipped {onnx_path} ({_class_line(metrics['PrivateTest'])} on PrivateTest; {fps:,.0f} faces/s)")
+    return onnx_path
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} CPUs"
+
+
+def _train_command(cfg: dict) -> str:
+    defaults = FaceTrainConfig(data="", out="")
+    flags = " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in cfg.items()
+        if k not in ("data", "out", "threads", "device", "ferplus") and hasattr(defaults, k)
+        and v != getattr(defaults, k)
+    )
+    ferplus = " --ferplus ../shared/data/fer2013/fer2013new.csv" if cfg.get("ferplus") else ""
+    return (f"emolens train face --data ../shared/data/fer2013/fer2013.csv.xz{ferplus} --out {cfg['out']} "
+            f"{flags}").strip()
+
+
+def _train_recipe(cfg: dict) -> str:
+    kd = (f" Knowledge distillation from teacher logits ({Path(cfg['teacher_logits']).name}): "
+          f"loss = {1 - cfg['kd_alpha']:.1f} x cross-entropy + {cfg['kd_alpha']:.1f} x T^2 KL at T={cfg['kd_temp']}."
+          if cfg.get("teacher_logits") else "")
+    return (f"SGD (Nesterov, momentum 0.9, weight decay {cfg['weight_decay']}), one-cycle cosine LR (peak "
+            f"{cfg['lr']}), {cfg['epochs']} epochs, batch {cfg['batch_size']}, label smoothing "
+            f"{cfg['label_smoothing']}, class weights `{cfg['balance']}`, augmentation: random affine crop 44x44 "
+            "(rotation +-15 deg, scale 0.85-1.15, shift +-10%), mirror, brightness/contrast, random erasing."
+            + kd)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m emolens.train.face_export ensemble|ship ...`` (see ``--help``)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m emolens.train.face_export", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("ensemble", help="checkpoints -> one ONNX (members and averaging chosen on PublicTest)")
+    e.add_argument("checkpoints", nargs="+")
+    e.add_argument("--out", required=True)
+    e.add_argument("--data", default="../shared/data/fer2013/fer2013.csv.xz")
+    e.add_argument("--ferplus", default=None)
+    e.add_argument("--tta", nargs="+", default=["flip", "tencrop"], choices=["none", "flip", "tencrop"])
+    e.add_argument("--weights", default="int8", choices=["int8", "fp16"])
+    e.add_argument("--recipe", default="", help="training recipe text for the model card")
+    e.add_argument("--threads", type=int, default=0)
+    s = sub.add_parser("ship", help="copy a run's ONNX into the package as face_NAME.onnx with its model card")
+    s.add_argument("run")
+    s.add_argument("--name", default="default")
+    args = ap.parse_args(argv)
+    if getattr(args, "threads", 0):
+        torch.set_num_threads(args.threads)
+    if args.cmd == "ensemble":
+        command = "python -m emolens.train.face_export ensemble " + " ".join(
+            [*args.checkpoints, "--out", args.out, "--tta", *args.tta, "--weights", args.weights])
+        export_ensemble(args.checkpoints, args.out, args.data, args.ferplus, tuple(args.tta), args.recipe,
+                        command, args.weights)
+    else:
+        ship_face_model(args.run, args.name)
+
+
+if __name__ == "__main__":
+    main()
