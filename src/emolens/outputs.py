@@ -6,15 +6,18 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-#: BGR colour per emotion, used by every drawing so a label always has the same colour.
-COLORS: dict[str, tuple[int, int, int]] = {
-    "angry": (40, 40, 220), "disgust": (40, 140, 40), "fear": (160, 60, 160), "happy": (0, 200, 255),
-    "sad": (200, 120, 40), "surprise": (230, 200, 0), "neutral": (170, 170, 170),
-    "contempt": (60, 100, 140), "calm": (200, 200, 120),
-}
+from emolens.annotate import COLORS, FaceMark, draw_faces
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    from emolens.api import FaceResult
+    from emolens.video import TrackedFace
 
 
 def write_json(obj: object, path: str | os.PathLike) -> None:
@@ -26,49 +29,9 @@ def write_json(obj: object, path: str | os.PathLike) -> None:
     tmp.replace(path)
 
 
-def draw_face(
-    image: np.ndarray,
-    box: Sequence[float],
-    label: str,
-    probs: dict[str, float] | None = None,
-    title: str | None = None,
-    bars: bool = True,
-) -> None:
-    """Draw one face in place: box, ``title`` (default: label and probability) and probability bars."""
-    import cv2
-
-    h_img, w_img = image.shape[:2]
-    x, y, w, h = (int(round(v)) for v in box)
-    color = COLORS.get(label, (255, 255, 255))
-    thick = max(1, round(min(h_img, w_img) / 300))
-    cv2.rectangle(image, (x, y), (x + w, y + h), color, thick + 1)
-    text = title or (f"{label} {probs[label]:.0%}" if probs and label in probs else label)
-    scale = max(0.4, min(1.2, w / 160))
-    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-    ty = y - 4 if y - th - 8 > 0 else y + h + th + 4
-    cv2.rectangle(image, (x, ty - th - 4), (x + tw + 4, ty + base - 2), color, -1)
-    cv2.putText(image, text, (x + 2, ty - 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick, cv2.LINE_AA)
-    if not (bars and probs):
-        return
-    bar_w = max(40, min(120, w))
-    row = max(8, int(12 * scale))
-    bx = x + w + 4 if x + w + 4 + bar_w + 60 < w_img else max(0, x - bar_w - 64)
-    for i, (name, p) in enumerate(sorted(probs.items(), key=lambda kv: -kv[1])[:7]):
-        by = y + i * (row + 2)
-        if by + row > h_img:
-            break
-        cv2.rectangle(image, (bx, by), (bx + bar_w, by + row), (50, 50, 50), -1)
-        cv2.rectangle(image, (bx, by), (bx + int(bar_w * p), by + row), COLORS.get(name, (255, 255, 255)), -1)
-        cv2.putText(image, f"{name[:8]} {p:.2f}", (bx + bar_w + 3, by + row - 1), cv2.FONT_HERSHEY_SIMPLEX,
-                    row / 26, (255, 255, 255), 1, cv2.LINE_AA)
-
-
-def annotate_image(image: np.ndarray, faces: Sequence[object]) -> np.ndarray:
-    """A copy of a BGR image with every :class:`~emolens.api.FaceResult` drawn on it."""
-    out = image.copy()
-    for f in faces:
-        draw_face(out, f.face.box, f.label, f.probs)  # type: ignore[attr-defined]
-    return out
+def annotate_image(image: np.ndarray, faces: Sequence[FaceResult], bars: bool = True) -> np.ndarray:
+    """A copy of a BGR image with every face drawn on it (labels and panels placed without overlaps)."""
+    return draw_faces(image.copy(), [FaceMark(f.face.box, f.label, f.probs) for f in faces], bars=bars)
 
 
 def faces_table(results: Sequence[object]) -> str:
@@ -166,10 +129,14 @@ def write_parquet(csv_path: str | os.PathLike, parquet_path: str | os.PathLike) 
     table.to_parquet(parquet_path, index=False)
 
 
-def plot_timeline(csv_path: str | os.PathLike, png_path: str | os.PathLike, title: str | None = None) -> bool:
-    """PNG of every track's emotion probabilities over time (one panel per track, stacked areas).
+def plot_timeline(csv_path: str | os.PathLike, png_path: str | os.PathLike, title: str | None = None,
+                  max_tracks: int = 12) -> bool:
+    """PNG of each person's emotions over time: one panel per track (the longest ``max_tracks``).
 
-    Returns False (and writes nothing) when the CSV has no rows.
+    The face probabilities are a stacked area; when the CSV has voice/fused columns, two strips
+    under each panel show the voice's and the fused decision's label over time (colour = class).
+    One legend for the whole figure, outside the panels. Returns False (and writes nothing) when
+    the CSV has no rows.
     """
     import matplotlib
 
@@ -180,44 +147,65 @@ def plot_timeline(csv_path: str | os.PathLike, png_path: str | os.PathLike, titl
     table = pd.read_csv(csv_path)
     if table.empty:
         return False
-    classes = [c[2:] for c in table.columns if c.startswith("p_")]
-    tracks = sorted(table["track_id"].unique())[:12]
-    fig, axes = plt.subplots(len(tracks), 1, figsize=(10, 1.8 + 1.6 * len(tracks)), sharex=True, squeeze=False)
-    for ax, tid in zip(axes[:, 0], tracks, strict=True):
-        rows = table[table["track_id"] == tid].sort_values("time_s")
-        colors = [tuple(c / 255 for c in COLORS.get(n, (128, 128, 128))[::-1]) for n in classes]
-        ax.stackplot(rows["time_s"], *(rows[f"p_{n}"] for n in classes), labels=classes, colors=colors, step="post")
-        ax.set_ylim(0, 1)
-        ax.set_ylabel(f"track {tid}")
-    axes[0, 0].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
-    axes[-1, 0].set_xlabel("time (s)")
-    if title:
-        axes[0, 0].set_title(title)
-    fig.tight_layout()
+    fig = timeline_figure(table, title, max_tracks)
     Path(png_path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png_path, dpi=100)
     plt.close(fig)
     return True
 
 
-def draw_tracked(image: np.ndarray, faces: Sequence[object], bars: bool = True) -> np.ndarray:
-    """Draw tracked faces in place: box, ``#id label p%`` and probability bars."""
-    for f in faces:
-        label, probs = f.label, f.probs  # type: ignore[attr-defined]
-        title = f"#{f.track_id} {label} {probs.get(label, 0.0):.0%}"  # type: ignore[attr-defined]
-        draw_face(image, f.face.box, label, probs, title=title, bars=bars)  # type: ignore[attr-defined]
-    return image
+def timeline_figure(table: pd.DataFrame, title: str | None = None, max_tracks: int = 12) -> Figure:
+    """The matplotlib figure of :func:`plot_timeline` for a frames table (one row per face per frame)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    groups = [g for g in ("voice", "fused") if any(c.startswith(f"p_{g}_") for c in table.columns)]
+    classes = [c[2:] for c in table.columns
+               if c.startswith("p_") and not any(c.startswith(f"p_{g}_") for g in groups)]
+    counts = table["track_id"].value_counts()
+    tracks = sorted(counts.index[:max_tracks])
+    rgb = {n: tuple(c / 255 for c in COLORS.get(n, (128, 128, 128))[::-1]) for n in classes}
+    ratios = [3.0] + [0.35] * len(groups)
+    fig = plt.figure(figsize=(11, 0.9 + (1.7 + 0.35 * len(groups)) * len(tracks)), layout="constrained")
+    grid = fig.add_gridspec(len(tracks) * len(ratios), 1, height_ratios=ratios * len(tracks))
+    t_end = float(table["time_s"].max()) or 1.0
+    first = None
+    for k, tid in enumerate(tracks):
+        rows = table[table["track_id"] == tid].sort_values("time_s")
+        ax = fig.add_subplot(grid[k * len(ratios)], sharex=first)
+        first = first or ax
+        ax.stackplot(rows["time_s"], *(rows[f"p_{n}"] for n in classes), colors=[rgb[n] for n in classes],
+                     step="post")
+        ax.set_ylim(0, 1)
+        ax.set_xlim(0, t_end)
+        ax.set_ylabel(f"person {tid}\nface", fontsize=9)
+        ax.tick_params(labelbottom=False)
+        for j, g in enumerate(groups):
+            strip = fig.add_subplot(grid[k * len(ratios) + 1 + j], sharex=first)
+            cols = [f"p_{g}_{n}" for n in classes]
+            part = rows.dropna(subset=cols)
+            if not part.empty:
+                top = part[cols].to_numpy().argmax(1)
+                times = part["time_s"].to_numpy()
+                widths = np.diff(np.append(times, times[-1] + (np.median(np.diff(times)) if len(times) > 1 else 0.1)))
+                strip.bar(times, 1, width=widths, align="edge", color=[rgb[classes[i]] for i in top], linewidth=0)
+            strip.set_yticks([])
+            strip.set_ylabel(g, rotation=0, ha="right", va="center", fontsize=8)
+            strip.tick_params(labelbottom=False)
+    fig.axes[-1].tick_params(labelbottom=True)
+    fig.axes[-1].set_xlabel("time (s)")
+    fig.legend(handles=[Patch(color=rgb[n], label=n) for n in classes], loc="outside right upper", fontsize=8,
+               title="face / voice / fused", title_fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
 
 
-def draw_hud(image: np.ndarray, text: str) -> np.ndarray:
-    """Draw a small status line (e.g. ``"12.3 FPS  2 faces"``) in the top-left corner, in place."""
-    import cv2
-
-    scale = max(0.45, image.shape[0] / 900)
-    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-    cv2.rectangle(image, (0, 0), (tw + 10, th + base + 10), (0, 0, 0), -1)
-    cv2.putText(image, text, (5, th + 5), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
-    return image
+def draw_tracked(image: np.ndarray, faces: Sequence[TrackedFace], bars: bool = True) -> np.ndarray:
+    """Draw tracked faces in place: box, ``#id label p%`` and probability panels."""
+    marks = [FaceMark(f.face.box, f.label, f.probs, f"#{f.track_id} {f.label} {f.probs.get(f.label, 0.0):.0%}")
+             for f in faces]
+    return draw_faces(image, marks, bars=bars)
 
 
 class VideoWriter:

@@ -486,7 +486,8 @@ def run_live(
     """
     import cv2
 
-    from emolens.outputs import FrameCsvWriter, draw_hud, draw_tracked
+    from emolens.annotate import draw_hud
+    from emolens.outputs import FrameCsvWriter, draw_tracked
 
     analyzer = analyzer or VideoAnalyzer(options)
     o = analyzer.options
