@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from emolens.decide import Decisions, decide, decide_sum, decide_vote
+from emolens.decide import Decisions, decide, decide_sum, decide_vote, face_evidence, sharpness
 
 LABELS = ("a", "b", "c")
 
@@ -45,3 +45,30 @@ def test_tracks_and_video_pool_all_tracks() -> None:
     assert tracks[1]["label_sum"] == "b"
     # video: votes a=3, b=2 -> vote a; sums a 1.2, b 3.05 -> sum b
     assert d.video() == {"label_sum": "b", "label_vote": "a"}
+
+
+def test_video_label_weighs_faces_by_evidence() -> None:
+    labels = ("angry", "happy")
+    d = Decisions(labels)
+    blurred = face_evidence(height_px=30, score=0.45, sharp=0.2)
+    clear = face_evidence(height_px=120, score=0.93, sharp=0.9)
+    assert 0 <= blurred < 0.02 < 0.9 < clear <= 1
+    for k in range(40):  # four small blurred background faces say "angry" in every frame
+        for track in (1, 2, 3, 4):
+            d.add(track, k / 10, np.array([0.9, 0.1]), blurred)
+        d.add(5, k / 10, np.array([0.3, 0.7]), clear)  # the person the video is about laughs
+    assert d.video() == {"label_sum": "happy", "label_vote": "happy"}
+    assert d.main_tracks() == [5]
+    assert d.track_summaries()[0]["label_sum"] == "angry"  # per-track decisions are unchanged
+
+
+def test_evidence_grows_with_size_score_and_sharpness() -> None:
+    assert face_evidence(20, 0.9, 0.9) < face_evidence(40, 0.9, 0.9) < face_evidence(64, 0.9, 0.9)
+    assert face_evidence(80, 0.5, 0.9) < face_evidence(80, 0.9, 0.9)
+    assert face_evidence(80, 0.9, 0.2) < face_evidence(80, 0.9, 0.5) < face_evidence(80, 0.9, 0.8)
+    rng = np.random.default_rng(0)
+    sharp = rng.integers(0, 255, (48, 48)).astype(np.uint8)
+    import cv2
+
+    blurred = cv2.GaussianBlur(sharp, (9, 9), 3)
+    assert sharpness(blurred) < sharpness(sharp) / 3
