@@ -14,7 +14,9 @@ import pytest
 from emolens.labels import FER7
 
 AUDIO_SUFFIXES = {".m4a", ".wav", ".mp3"}
-CSV_HEAD = ["time_s", "frame", "track_id", "x", "y", "w", "h", "score", "label"] + [f"p_{c}" for c in FER7]
+LANDMARKS = [f"{n}_{a}" for n in ("eye_r", "eye_l", "nose", "mouth_r", "mouth_l") for a in "xy"]
+CSV_HEAD = ["time_s", "frame", "track_id", "x", "y", "w", "h", "score", "detected", "classified", "evidence",
+            *LANDMARKS, "label"] + [f"p_{c}" for c in FER7]
 SUMMARY_KEYS = {"duration_s", "frames_analysed", "processing_fps", "tracks", "label_sum", "label_vote"}
 TRACK_KEYS = {"track_id", "first_s", "last_s", "n_frames", "label_sum", "label_vote", "mean_probs"}
 
@@ -209,3 +211,25 @@ def test_live_file_headless_writes_csv(media: Path, tmp_path: Path) -> None:
     assert head == CSV_HEAD and len(rows) == 40 and {r["track_id"] for r in rows} == {"1"}
     bad = run_cli("live", "--source", media / "video" / "audio_only.wav", "--no-window", "--port", "0")
     assert bad.returncode == 1 and "no video stream" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_csv_says_what_was_measured(tmp_path: Path) -> None:
+    """Rows say whether the face was detected or carried, classified or reused; landmarks are exported."""
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "emolens.cli", "video", str(repo / "examples" / "astronaut_zoom.mp4"),
+                           "--out", str(tmp_path), "--no-annotate", "--modality", "face", "--max-frames", "12",
+                           "--detect-every", "3", "--classify-every", "2", "--no-progress"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    with open(tmp_path / "astronaut_zoom.frames.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows
+    for r in rows:
+        frame = int(r["frame"])
+        assert r["detected"] == str(int(frame % 3 == 0))
+        if r["classified"] == "0":
+            assert frame % 2 == 1
+        assert 0 <= float(r["evidence"]) <= 1
+    assert {r["classified"] for r in rows} == {"0", "1"}
+    x0, y0, w, h = (float(rows[0][k]) for k in "xywh")
+    assert all(x0 - w < float(rows[0][k]) < x0 + 2 * w for k in LANDMARKS[::2])
