@@ -15,10 +15,12 @@ import pytest
 from emolens.fusion import (
     FUSION_LABELS,
     AVFuser,
+    CalibratedFusion,
     FusionWeights,
     SpeakerPicker,
     VoiceSegment,
     VoiceTimeline,
+    default_weights,
     fold_confusion,
     fold_vector,
     reliability,
@@ -83,11 +85,58 @@ def test_reliability_from_report() -> None:
     assert r[FUSION_LABELS.index("fear")] == 0
 
 
-def test_shipped_weights_load_and_are_learned() -> None:
-    w = FusionWeights.load()
-    assert np.allclose(w.face + w.voice, 1, atol=1e-3)
-    assert not np.allclose(w.face, 0.5)  # learned per class, not a constant
-    assert "face_f1" in w.source and "voice_f1" in w.source
+def test_shipped_fusion_is_calibrated_and_fitted_on_held_out_data() -> None:
+    w = default_weights()
+    assert isinstance(w, CalibratedFusion)
+    assert w.t_face > 0 and w.t_voice > 0
+    assert "held-out" in w.source["fitted_on"] and "independent" in w.source["assumption"]
+    fused, rule = w.fuse(onehot("happy", 0.8), onehot("happy", 0.6))
+    assert rule == "both" and fused.sum() == pytest.approx(1) and FUSION_LABELS[int(fused.argmax())] == "happy"
+    assert w.fuse(onehot("sad"), None)[1] == "face" and w.fuse(None, None) == (None, "none")
+    again = CalibratedFusion.from_dict(w.to_dict())
+    assert np.allclose(again.fuse_log(onehot("sad", 0.5), onehot("angry", 0.5)),
+                       w.fuse_log(onehot("sad", 0.5), onehot("angry", 0.5)))
+
+
+def test_temperature_scaling_lowers_held_out_nll() -> None:
+    pytest.importorskip("torch")
+    from emolens.train.fusion import fit_temperature, nll
+
+    rng = np.random.default_rng(0)
+
+    def overconfident(n: int) -> tuple[np.ndarray, np.ndarray]:  # right 60 % of the time, always 95 % sure
+        y = rng.integers(0, 7, n)
+        pred = np.where(rng.random(n) < 0.6, y, rng.integers(0, 7, n))
+        p = np.full((n, 7), 0.05 / 6)
+        p[np.arange(n), pred] = 0.95
+        return p, y
+
+    fit_p, fit_y = overconfident(2000)
+    test_p, test_y = overconfident(2000)
+    t = fit_temperature(fit_p, fit_y)
+    assert t > 1.5  # overconfident: softened
+    scaled = np.log(test_p) / t
+    scaled -= np.log(np.exp(scaled).sum(1, keepdims=True))
+    assert nll(scaled, test_y) < nll(np.log(test_p), test_y) - 0.1
+
+
+def test_fitted_fusion_beats_either_modality_on_held_out_pairs() -> None:
+    pytest.importorskip("torch")
+    from emolens.train.fusion import fit_fusion, fit_temperature
+
+    rng = np.random.default_rng(1)
+
+    def noisy(y: np.ndarray, signal: float) -> np.ndarray:  # evidence + noise, made overconfident (x3)
+        z = 3 * (signal * np.eye(7)[y] + rng.normal(size=(len(y), 7)))
+        e = np.exp(z - z.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    y_fit, y_test = rng.integers(0, 7, 3000), rng.integers(0, 7, 3000)
+    pf, pv = noisy(y_fit, 1.8), noisy(y_fit, 1.2)
+    fusion = fit_fusion(pf, pv, y_fit, fit_temperature(pf, y_fit), fit_temperature(pv, y_fit))
+    tf, tv = noisy(y_test, 1.8), noisy(y_test, 1.2)
+    fused = (fusion.fuse_log(tf, tv).argmax(1) == y_test).mean()
+    assert fused >= max((tf.argmax(1) == y_test).mean(), (tv.argmax(1) == y_test).mean()) + 0.02
 
 
 def test_timeline_lookup() -> None:
@@ -100,18 +149,28 @@ def face(track_id: int, box: list[float], p: np.ndarray) -> SimpleNamespace:
     return SimpleNamespace(track_id=track_id, face=SimpleNamespace(box=np.array(box, float)), p=p)
 
 
-def test_speaker_picker_prefers_the_moving_mouth() -> None:
+def test_speaker_picker_follows_the_sound_and_never_falls_back_to_the_largest_face() -> None:
     rng = np.random.default_rng(0)
-    picker = SpeakerPicker()
-    big, small = [0, 0, 100, 100], [150, 0, 60, 60]  # the still face is larger
-    rules = []
-    for _ in range(6):
-        gray = np.full((120, 240), 128, np.uint8)
-        gray[30:60, 150:210] = rng.integers(0, 255, (30, 60))  # the small face's mouth area changes
-        rules.append(picker.pick(0, gray, [(1, big), (2, small)]))
-    assert rules[0] == (1, "largest_face")  # no motion evidence yet
-    assert rules[-1] == (2, "mouth_motion")
-    assert picker.pick(1, gray, [(1, big)]) == (1, "only_face")
+    loud = (np.arange(300) // 10) % 2 == 0  # speech envelope: 0.1 s on, 0.1 s off
+    envelope = np.where(loud, -20.0, -60.0)
+    picker = SpeakerPicker(envelope, 0.01)
+    big, small, other = [0, 0, 100, 100], [150, 0, 60, 60], [0, 150, 60, 60]  # the still face is the largest
+    picks = []
+    for i in range(40):  # 25 fps: the small face's mouth moves while the sound is on
+        t = i * 0.04
+        gray = np.full((240, 240), 128, np.uint8)
+        if loud[int(t / 0.01)]:
+            gray[30:60, 150:210] = rng.integers(0, 255, (30, 60))
+        gray[180:210, 0:60] = rng.integers(0, 255, (30, 60))  # a third face chews all the time
+        picks.append(picker.pick(0, gray, [(1, big), (2, small), (3, other)], t))
+    assert picks[0] is None  # no evidence yet: unattributed, not the largest face
+    assert all(p is None or p[0] == 2 for p in picks)
+    assert picks[-1] == (2, "av_sync")
+    assert picker.pick(1, gray, [(1, big)], 2.0) == (1, "only_face")
+    # a face that never moves cannot be in sync
+    still = SpeakerPicker(envelope, 0.01)
+    frame = np.full((240, 240), 128, np.uint8)
+    assert all(still.pick(0, frame, [(1, big), (2, small)], i * 0.04) is None for i in range(40))
 
 
 def test_av_fuser_streams_and_decides() -> None:
@@ -184,3 +243,37 @@ def test_audio_only_file_to_video_is_a_clear_error(media: Path, tmp_path: Path) 
 def test_modality_option_is_validated(media: Path, tmp_path: Path) -> None:
     proc = run_video(str(media / "video" / "silent.mp4"), "--out", str(tmp_path), "--modality", "smell")
     assert proc.returncode != 0 and "modality" in proc.stderr
+
+
+def test_multi_face_voice_goes_to_the_speaker_never_to_the_photo(media: Path, tmp_path: Path) -> None:
+    """multi_face.mp4: the sound is the top-left tile's; bottom-right is a still photo."""
+    proc = run_video(str(media / "video" / "multi_face.mp4"), "--out", str(tmp_path), "--no-annotate")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "multi_face.summary.json").read_text())
+    with open(tmp_path / "multi_face.frames.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    first = {}
+    for r in rows:
+        first.setdefault(int(r["track_id"]), (float(r["x"]), float(r["y"])))
+    top_left = min(first, key=lambda t: first[t][0] + first[t][1])
+    photo = max(first, key=lambda t: first[t][0] + first[t][1])
+    frames = {t["track_id"]: t["voice_frames"] for t in summary["tracks"]}
+    total = sum(frames.values())
+    assert total > 0
+    assert frames[top_left] >= 0.8 * total, frames
+    assert frames.get(photo, 0) == 0, frames
+    assert "largest_face" not in summary["fusion"]["speaker_attribution"]
+
+
+def test_fusion_is_never_worse_than_the_better_modality_on_labelled_clips(media: Path, tmp_path: Path) -> None:
+    clips = sorted((media / "labeled_av").glob("1001_*.flv"))
+    with open(media / "labeled_av" / "labels.csv", newline="") as fh:
+        truth = {r["file"]: r["emotion"] for r in csv.DictReader(fh)}
+    proc = run_video(*map(str, clips), "--out", str(tmp_path), "--no-annotate")
+    assert proc.returncode == 0, proc.stderr
+    right = {"label_face": 0, "label_voice": 0, "label_fused": 0}
+    for clip in clips:
+        summary = json.loads((tmp_path / f"{clip.stem}.summary.json").read_text())
+        for key in right:
+            right[key] += summary[key] == truth[clip.name]
+    assert right["label_fused"] >= max(right["label_face"], right["label_voice"]), right

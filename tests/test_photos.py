@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import emolens
-from emolens.faces import FER_TEMPLATE, Face, HaarDetector, YuNetDetector, align_face
+from emolens.faces import FER_TEMPLATE, Face, align_face
 from emolens.labels import FER7
 from emolens.media import MediaError
 
@@ -86,26 +86,13 @@ def test_alignment_maps_landmarks_to_template() -> None:
         assert crop[int(round(y)), int(round(x))] > 100
 
 
-def test_detectors_agree_on_sample() -> None:
-    import cv2
-
-    if not hasattr(cv2, "CascadeClassifier"):
-        pytest.skip(f"OpenCV {cv2.__version__} ships no Haar cascades (the fallback detector needs OpenCV 4.x)")
-    img = cv2.imread(str(SAMPLE))
-    yunet, haar = YuNetDetector().detect(img), HaarDetector().detect(img)
-    assert len(yunet) == 1 and yunet[0].landmarks is not None
-    assert len(haar) >= 1
-    (x1, y1, w1, h1), (x2, y2, w2, h2) = yunet[0].box, haar[0].box
-    assert abs((x1 + w1 / 2) - (x2 + w2 / 2)) < w1 / 2 and abs((y1 + h1 / 2) - (y2 + h2 / 2)) < h1 / 2
-
-
 def test_cli_image_json_and_errors(media: Path, tmp_path: Path) -> None:
     out = tmp_path / "res.json"
     ann = tmp_path / "ann"
     bad = media / "bad"
     proc = run_cli("image", str(media / "photos"), str(bad / "corrupt.jpg"), str(bad / "zero_len.png"),
                    "--json", str(out), "--save-annotated", str(ann))
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # two inputs failed; the others were all analysed
     assert "Traceback" not in proc.stderr
     data = json.loads(out.read_text())
     assert len(data) == 15

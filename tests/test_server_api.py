@@ -123,7 +123,7 @@ def test_malformed_requests(client: httpx.Client, media: Path) -> None:
     assert r.status_code == 400
     host, port = client.base_url.host, client.base_url.port
     with socket.create_connection((host, port), timeout=30) as s:  # declares 50 MB, sends 1 kB
-        s.sendall(b"POST /api/image HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+        s.sendall(f"POST /api/image HTTP/1.1\r\nHost: {host}:{port}\r\n".encode() + b"Content-Type: image/jpeg\r\n"
                   b"Content-Length: 50000000\r\n\r\n" + b"\xff\xd8\xff" + b"0" * 1000)
         head = s.recv(200)
     assert head.startswith(b"HTTP/1.1 413"), head  # rejected by the declared length, body never read

@@ -17,7 +17,7 @@ import numpy as np
 from emolens.expression import ExpressionModel, default_model
 from emolens.faces import Face, FaceDetector, make_detector
 from emolens.labels import probs_dict
-from emolens.media import MediaError, as_bgr, load_image
+from emolens.media import DEFAULT_MAX_PIXELS, MediaError, as_bgr, load_image
 
 
 @dataclass
@@ -53,14 +53,20 @@ class ImageResult:
 
 
 class FaceAnalyzer:
-    """Detector + aligner + expression model, loaded once and reused for many images/frames."""
+    """Detector + aligner + expression model, loaded once and reused for many images/frames.
+
+    Photo files whose header declares more than ``max_pixels`` (width x height; None: no limit)
+    are refused before decoding (:class:`~emolens.media.MediaTooLarge`).
+    """
 
     def __init__(
         self,
         detector: str | FaceDetector = "yunet",
         model: str | os.PathLike | ExpressionModel | None = None,
         min_score: float = 0.6,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
+        self.max_pixels = max_pixels
         self.detector = make_detector(detector, min_score=min_score) if detector == "yunet" else (
             make_detector(detector) if isinstance(detector, str) else detector
         )
@@ -86,7 +92,7 @@ class FaceAnalyzer:
         """Analyse a path or an image array. Raises :class:`~emolens.media.MediaError` if unreadable."""
         if isinstance(image, (str, os.PathLike)):
             path: str | None = str(image)
-            array = load_image(image)
+            array = load_image(image, self.max_pixels)
         else:
             path, array = None, as_bgr(image)
         return ImageResult(path, self.analyze_frame(array), None, (array.shape[1], array.shape[0]))
@@ -100,19 +106,22 @@ class FaceAnalyzer:
                 yield ImageResult(str(p), [], str(exc))
 
 
-_DEFAULT: dict[tuple[str, str], FaceAnalyzer] = {}
+_DEFAULT: dict[tuple[str, str, int | None], FaceAnalyzer] = {}
 
 
 def analyze_image(
-    image: str | os.PathLike | np.ndarray, detector: str = "yunet", model: str | os.PathLike = "default"
+    image: str | os.PathLike | np.ndarray, detector: str = "yunet", model: str | os.PathLike = "default",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> ImageResult:
     """Find every face in a photo (path or BGR/gray array) and classify its expression.
 
     ``model``: ``"default"`` (fast), ``"accurate"`` or an ONNX path (see :func:`emolens.available_models`).
+    A file whose header declares more than ``max_pixels`` raises :class:`~emolens.media.MediaTooLarge`
+    (a :class:`~emolens.media.MediaError`) before it is decoded.
     """
-    key = (detector, str(model))
+    key = (detector, str(model), max_pixels)
     if key not in _DEFAULT:
-        _DEFAULT[key] = FaceAnalyzer(detector, model)
+        _DEFAULT[key] = FaceAnalyzer(detector, model, max_pixels=max_pixels)
     return _DEFAULT[key].analyze_image(image)
 
 

@@ -12,11 +12,30 @@ from typing import Annotated, Optional
 
 import typer
 
+from emolens.faces import DetectorName
+from emolens.media import DEFAULT_MAX_PIXELS
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Emotion recognition from faces and voices.")
 train_app = typer.Typer(no_args_is_help=True, help="Train models (needs the 'train' extra: torch).")
 evaluate_app = typer.Typer(no_args_is_help=True, help="Evaluate models on labelled data.")
 app.add_typer(train_app, name="train")
 app.add_typer(evaluate_app, name="evaluate")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from emolens import __version__
+
+        typer.echo(f"emolens {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Emotion recognition from faces and voices."""
 
 
 #: ``--model`` of every command that classifies faces.
@@ -30,37 +49,56 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+#: ``--detector`` of every command that finds faces.
+DetectorOption = Annotated[DetectorName, typer.Option(help="Face detector.")]
+#: ``--max-pixels`` of the commands that read photos.
+MaxPixelsOption = Annotated[int, typer.Option(
+    help="Refuse photos whose header declares more pixels (width x height) than this, before decoding.", min=1)]
+
+
 @app.command()
 def image(
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders (walked recursively).")],
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write results as JSON here.")] = None,
     save_annotated: Annotated[Optional[Path], typer.Option(help="Write annotated copies into this folder.")] = None,
-    detector: Annotated[str, typer.Option(help="Face detector: yunet or haar.")] = "yunet",
+    detector: DetectorOption = "yunet",
     min_score: Annotated[float, typer.Option(help="Minimum face-detection confidence (0..1).")] = 0.6,
     model: ModelOption = "default",
+    max_pixels: MaxPixelsOption = DEFAULT_MAX_PIXELS,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not print the table.")] = False,
 ) -> None:
-    """Detect every face in photos and classify its expression."""
-    from emolens.api import FaceAnalyzer
-    from emolens.media import iter_image_paths, load_image
+    """Detect every face in photos and classify its expression.
+
+    A file that cannot be read (missing, no permission, too large, corrupt) gets an ``error``
+    entry and the others are still analysed. Exit code: 0 when every input was analysed, 1 when
+    any input failed, 2 for a usage error.
+    """
+    from emolens.api import FaceAnalyzer, ImageResult
+    from emolens.media import MediaError, iter_image_paths, load_image
     from emolens.outputs import annotate_image, faces_table, write_json
 
     files = iter_image_paths(paths)
     if not files:
         fail("no image files found in the given paths")
     try:
-        analyzer = FaceAnalyzer(detector, model, min_score=min_score)
+        analyzer = FaceAnalyzer(detector, model, min_score=min_score, max_pixels=max_pixels)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         fail(str(exc))
     results = []
-    for result in analyzer.analyze_images(files):
+    for path in files:
+        try:
+            result = analyzer.analyze_image(path)
+        except MediaError as exc:
+            result = ImageResult(str(path), [], str(exc))
+        except Exception as exc:  # noqa: BLE001  (one bad input never ends the batch)
+            result = ImageResult(str(path), [], f"{path}: unexpected {type(exc).__name__}: {exc}")
         results.append(result)
         if save_annotated and result.error is None:
             import cv2
 
             save_annotated.mkdir(parents=True, exist_ok=True)
             out = save_annotated / f"{Path(result.path).stem}.annotated.jpg"
-            cv2.imwrite(str(out), annotate_image(load_image(result.path), result.faces))
+            cv2.imwrite(str(out), annotate_image(load_image(result.path, max_pixels), result.faces))
         if json_out:  # rewritten after every file: nothing computed is lost on a crash or Ctrl-C
             write_json([r.to_dict() for r in results], json_out)
     if not quiet:
@@ -70,7 +108,7 @@ def image(
     typer.echo(f"{len(results)} image(s), {n_faces} face(s), {n_err} error(s)", err=True)
     if json_out:
         typer.echo(f"wrote {json_out}", err=True)
-    if n_err == len(results):
+    if n_err:
         raise typer.Exit(1)
 
 

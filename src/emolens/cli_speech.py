@@ -3,8 +3,11 @@
 * ``emolens audio PATH... [--json OUT]``: emotion of each recording (audio file or a video's
   audio track), with a VAD-based timeline of segments;
 * ``emolens train speech --data DIR --out DIR``: speaker-independent cross-validation, the MFCC
-  baseline, and the final ONNX model;
-* ``emolens evaluate speech --data DIR``: metrics of an ONNX speech model on labelled audio.
+  baseline, and the final ONNX model (``--model functionals``: the multi-corpus recipe on every
+  ``<corpus>_speech`` folder under ``--data``, with both generalisation protocols);
+* ``emolens evaluate speech --data DIR``: metrics of an ONNX speech model on labelled audio;
+  ``--protocol speakers|corpora`` measures generalisation instead (speaker-independent CV within
+  each corpus, leave-one-corpus-out), training the multi-corpus recipe on every fold.
 """
 
 from __future__ import annotations
@@ -85,8 +88,41 @@ def audio(
         raise typer.Exit(1)
 
 
+def _protocol(data: Path, protocol: str, corpora: str, copies: int, norm: str, hidden: int, epochs: int,
+              drop: str, json_out: Optional[Path]) -> None:
+    """``evaluate speech --protocol speakers|corpora``."""
+    try:
+        from emolens.train.speech_multi import MultiConfig, confusions, run_protocol, save_json, strip_logits, table
+    except ImportError as exc:
+        _fail(f"the generalisation protocols train models and need PyTorch: pip install 'emolens[train]' ({exc})")
+    cfg = MultiConfig(copies=copies, norm=norm, hidden=hidden, epochs=epochs, prior=8.0 if norm == "online" else 0.0)
+    chosen = [c.strip() for c in corpora.split(",") if c.strip()] or None
+    try:
+        result = run_protocol(data, protocol, cfg, drop, chosen)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        _fail(str(exc))
+    typer.echo(table(result))
+    typer.echo("")
+    typer.echo(confusions(result))
+    if json_out:
+        save_json(strip_logits(result), json_out)
+        typer.echo(f"wrote {json_out}", err=True)
+
+
 def evaluate_speech(
-    data: Annotated[Path, typer.Option(help="RAVDESS folder (Actor_XX/03-01-...) or root/<label>/*.wav.")],
+    data: Annotated[Path, typer.Option(help="RAVDESS folder (Actor_XX/03-01-...) or root/<label>/*.wav; with "
+                                            "--protocol: the folder holding <corpus>_speech folders.")],
+    protocol: Annotated[str, typer.Option(help="model: score the ONNX model on --data; speakers: speaker-"
+                                               "independent CV within each corpus (multi-corpus model per fold); "
+                                               "corpora: leave-one-corpus-out on the shared classes.")] = "model",
+    corpora: Annotated[str, typer.Option(help="--protocol: corpora to test (comma list; default all).")] = "",
+    copies: Annotated[int, typer.Option(help="--protocol: augmented copies per training file.")] = 2,
+    norm: Annotated[str, typer.Option(help="--protocol: feature normalisation: speaker, online (speaker + simulated "
+                                           "online accumulation, prior 8), corpus, global.")] = "online",
+    hidden: Annotated[int, typer.Option(help="--protocol: MLP hidden units (0: linear).")] = 128,
+    epochs: Annotated[int, typer.Option(help="--protocol: full-batch training epochs.")] = 150,
+    drop: Annotated[str, typer.Option(help="--protocol: functionals to leave out (name prefixes, |-separated).")]
+    = "",
     model: Annotated[Optional[Path], typer.Option(help="ONNX model (default: the shipped one).")] = None,
     speakers: Annotated[str, typer.Option(help="Speakers to evaluate: 'heldout' (the model's held-out speakers, "
                                                "from its JSON), 'all', or a list like 23,24.")] = "heldout",
@@ -94,8 +130,17 @@ def evaluate_speech(
     confusion_png: Annotated[Optional[Path], typer.Option("--confusion", help="Write the confusion matrix PNG here.")]
     = None,
 ) -> None:
-    """Accuracy, macro-F1, per-class scores and confusion matrix of a speech model on labelled audio."""
+    """Accuracy, macro-F1, per-class scores and confusion matrix of a speech model on labelled audio,
+    or (``--protocol``) how well the multi-corpus recipe generalises to unseen speakers / corpora."""
     import numpy as np
+
+    if protocol != "model":
+        if protocol not in ("speakers", "corpora"):
+            _fail(f"unknown protocol {protocol!r} (model, speakers, corpora)")
+        if not data.is_dir():
+            _fail(f"{data}: not a folder")
+        _protocol(data, protocol, corpora, copies, norm, hidden, epochs, drop, json_out)
+        return
 
     from emolens.media import MediaError, load_audio
     from emolens.metrics import classification_report, format_report, plot_confusion
@@ -122,9 +167,10 @@ def evaluate_speech(
         if len(dataset) == 0:
             _fail(f"no files from speakers {','.join(chosen)} in {data}")
     probs, errors = [], 0
-    for path in dataset.paths:
+    for item in dataset.items:  # functionals models: per-speaker statistics accumulated online, in file order
+        path = item.path
         try:
-            probs.append(net.predict_audio(load_audio(path, net.params.sample_rate)))
+            probs.append(net.predict_audio(load_audio(path, net.params.sample_rate), speaker=item.speaker))
         except MediaError as exc:
             typer.echo(f"skipped: {exc}", err=True)
             probs.append(np.full(len(net.labels), np.nan))
@@ -152,7 +198,18 @@ def evaluate_speech(
 def train_speech_cmd(
     data: Annotated[Path, typer.Option(help="RAVDESS folder (Actor_XX/03-01-...) or root/<label>/*.wav.")],
     out: Annotated[Path, typer.Option(help="Output folder: CV results, curves, confusion matrices, ONNX.")],
-    model: Annotated[str, typer.Option(help="cnn (log-mel 2D CNN + attentive pooling) or mfcc (baseline).")] = "cnn",
+    model: Annotated[str, typer.Option(help="cnn (log-mel 2D CNN + attentive pooling), mfcc (baseline), or "
+                                            "functionals (multi-corpus: --data is the folder of <corpus>_speech "
+                                            "folders; the shipped recipe).")] = "cnn",
+    copies: Annotated[int, typer.Option(help="functionals: augmented copies per file.")] = 2,
+    norm: Annotated[str, typer.Option(help="functionals: normalisation (speaker, online: per speaker with the "
+                                           "online accumulation simulated on the augmented copies, corpus, global).")]
+    = "online",
+    prior: Annotated[float, typer.Option(help="functionals: pseudo-observations of the global statistics in the "
+                                             "per-speaker normalisation (the same at inference).")] = 8.0,
+    hidden: Annotated[int, typer.Option(help="functionals: MLP hidden units (0: linear).")] = 128,
+    drop: Annotated[str, typer.Option(help="functionals: features left out (name prefixes, |-separated; '' none).")]
+    = "",
     folds: Annotated[int, typer.Option(help="Speaker-independent cross-validation folds.")] = 6,
     cv: Annotated[bool, typer.Option(help="Run the cross-validation.")] = True,
     baseline: Annotated[bool, typer.Option(help="Also cross-validate the MFCC + 1D-CNN baseline.")] = True,
@@ -169,6 +226,23 @@ def train_speech_cmd(
     = 0,
 ) -> None:
     """Cross-validate speaker-independently, then train and export the speech-emotion model."""
+    if model == "functionals":
+        try:
+            from emolens.train.speech_multi import MultiConfig, table
+            from emolens.train.speech_multi import train_final as train_functionals
+        except ImportError as exc:
+            _fail(f"training needs PyTorch: pip install 'emolens[train]' ({exc})")
+        cfg = MultiConfig(copies=copies, norm=norm, hidden=hidden, epochs=epochs if epochs != 45 else 150,
+                          seed=seed, threads=threads, prior=prior if norm == "online" else 0.0)
+        protocols = ("corpora", "speakers") if cv else ("corpora",)
+        try:
+            res = train_functionals(data, out, cfg, drop=drop, protocols=protocols)
+        except (ValueError, FileNotFoundError) as exc:
+            _fail(str(exc))
+        for proto in protocols:
+            typer.echo(f"\n{proto}:\n" + table(res[proto]))
+        typer.echo(f"wrote {out}/speech_emotion.onnx (+ .json, corpora.json{', speakers.json' if cv else ''})")
+        return
     try:
         from emolens.train.speech import SpeechTrainConfig, train_speech
     except ImportError as exc:

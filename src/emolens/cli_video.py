@@ -7,6 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from emolens.faces import DetectorName
+from emolens.media import DEFAULT_MAX_VIDEO_PIXELS
+
 Every = Annotated[int, typer.Option(help="Analyse every N-th frame.", min=1)]
 Fps = Annotated[Optional[float], typer.Option("--fps", help="Analyse at most F frames per second (not --every).")]
 DetectEvery = Annotated[int, typer.Option(help="Detect faces every N analysed frames; the tracker carries boxes "
@@ -14,7 +17,9 @@ DetectEvery = Annotated[int, typer.Option(help="Detect faces every N analysed fr
 ClassifyEvery = Annotated[int, typer.Option(help="Classify each tracked face every N analysed frames (new faces "
                                                    "at once); between, a track keeps its last probabilities.", min=1)]
 MaxFrames = Annotated[Optional[int], typer.Option(help="Stop after this many analysed frames.", min=1)]
-Detector = Annotated[str, typer.Option(help="Face detector: yunet or haar.")]
+Detector = Annotated[DetectorName, typer.Option(help="Face detector.")]
+MaxVideoPixels = Annotated[int, typer.Option(help="Refuse videos whose frames are larger than this (width x height; "
+                                                  "default 8K = 7680x4320), from the stream's metadata.", min=1)]
 MinScore = Annotated[float, typer.Option(help="Minimum detection confidence for a new track (0..1).")]
 Smooth = Annotated[str, typer.Option(help="Per-track smoothing of probabilities: ema, window or none.")]
 Alpha = Annotated[float, typer.Option(help="EMA weight of the newest frame (--smooth ema).")]
@@ -75,10 +80,13 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
         plot: Annotated[bool, typer.Option(help="Write <stem>.timeline.png (emotions per track over time).")] = False,
         progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
         modality: Annotated[str, typer.Option(help="face, voice or both (voice fused in during speech).")] = "both",
+        max_video_pixels: MaxVideoPixels = DEFAULT_MAX_VIDEO_PIXELS,
     ) -> None:
         """Faces in videos: tracks, per-frame expressions, one decision per track and per video.
 
         Writes, per input, OUT/<stem>.frames.csv, OUT/<stem>.summary.json and OUT/<stem>.annotated.mp4.
+        An input that fails is reported and the others still run. Exit code: 0 when every input was
+        analysed, 1 when any input failed, 2 for a usage error.
         """
         from emolens.media import MediaError, iter_video_inputs
 
@@ -95,7 +103,7 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
         analyzer = _analyzer(model, every=every, fps=fps, detect_every=detect_every, classify_every=classify_every,
                              max_frames=max_frames,
                              detector=detector, min_score=min_score, smooth=smooth, alpha=alpha, window=window,
-                             modality=modality)
+                             modality=modality, max_video_pixels=max_video_pixels)
         failed, used = 0, set()
         for source in inputs:
             try:
@@ -150,13 +158,15 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
         window_frames: Annotated[int, typer.Option("--smooth-window", help="Frames averaged (--smooth window).",
                                                    min=1)] = 5,
         model: Model = "default",
+        max_video_pixels: MaxVideoPixels = DEFAULT_MAX_VIDEO_PIXELS,
     ) -> None:
         """Real-time overlay of a camera, stream or file (q or Ctrl-C stops); shows FPS."""
         from emolens.media import MediaError
         from emolens.video import run_live
 
         analyzer = _analyzer(model, every=every, fps=fps, detect_every=detect_every, max_frames=max_frames,
-                             detector=detector, min_score=min_score, smooth=smooth, alpha=alpha, window=window_frames)
+                             detector=detector, min_score=min_score, smooth=smooth, alpha=alpha, window=window_frames,
+                             max_video_pixels=max_video_pixels)
 
         def ready(preview: str) -> None:
             where = "in a window (q to quit)" if preview == "window" else f"at {preview} (Ctrl-C to stop)"

@@ -5,18 +5,25 @@
 * an image-folder layout ``root/<class>/*.jpg|png`` for users' own data.
 
 Face images come back as ``uint8`` arrays of shape ``(N, 48, 48)``.
+
+Speech corpora (labels on the :data:`~emolens.labels.RAVDESS8` vocabulary, one speaker id per
+file, each corpus with its own label subset): RAVDESS (file names), EmoDB, URDU and TurEV-DB
+(their ``manifest.csv``), a ``root/<label>/*.wav`` folder layout, and all of them at once
+(:func:`load_speech_corpora`).
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from emolens.labels import FER7, FERPLUS8, FERPLUS_COLUMNS, normalize_label
+from emolens.labels import FER7, FERPLUS8, FERPLUS_COLUMNS, RAVDESS8, normalize_label
 
 FER_SPLITS = ("Training", "PublicTest", "PrivateTest")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -215,3 +222,286 @@ def load_face_data(path: str | os.PathLike, ferplus: str | os.PathLike | None = 
         "PublicTest": data.subset(order[:n_val]),
         "PrivateTest": data.subset(order[n_val: 2 * n_val]),
     }
+
+
+# ----------------------------------------------------------------------------- speech datasets
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".wma", ".aiff", ".aif"}
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".flv", ".avi", ".mov", ".mpg", ".mpeg", ".m4v", ".ts", ".3gp"}
+
+RAVDESS_NAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
+CREMA_NAME = re.compile(r"^(\d{4})_[A-Z]{3}_([A-Z]{3})_[A-Z]{2}$")
+
+
+@dataclass
+class SpeechItem:
+    """One labelled recording: ``label`` indexes :data:`~emolens.labels.RAVDESS8`."""
+
+    path: str
+    label: int
+    speaker: str
+    gender: str | None = None
+    intensity: str | None = None
+    corpus: str = ""
+
+
+@dataclass
+class SpeechDataset:
+    """Labelled recordings with their speakers (for speaker-independent splits)."""
+
+    items: list[SpeechItem]
+    classes: tuple[str, ...] = RAVDESS8
+    #: the label subset each corpus has (class names in ``classes`` order); a corpus missing
+    #: here is taken to have every class
+    corpus_classes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """``int64 (N,)`` class indices."""
+        return np.asarray([it.label for it in self.items], dtype=np.int64)
+
+    @property
+    def speakers(self) -> np.ndarray:
+        """Speaker id per item (``str``)."""
+        return np.asarray([it.speaker for it in self.items])
+
+    @property
+    def paths(self) -> list[str]:
+        """File paths."""
+        return [it.path for it in self.items]
+
+    def subset(self, idx: np.ndarray | list[int]) -> SpeechDataset:
+        """Items at the given indices (or boolean mask)."""
+        idx = np.flatnonzero(idx) if np.asarray(idx).dtype == bool else np.asarray(idx, dtype=int)
+        return SpeechDataset([self.items[i] for i in idx], self.classes, dict(self.corpus_classes))
+
+    def counts(self) -> dict[str, int]:
+        """Number of items per class name."""
+        binc = np.bincount(self.labels, minlength=len(self.classes))
+        return {name: int(n) for name, n in zip(self.classes, binc, strict=True)}
+
+    @property
+    def corpora(self) -> np.ndarray:
+        """Corpus name per item (``str``)."""
+        return np.asarray([it.corpus for it in self.items])
+
+    def class_mask(self) -> np.ndarray:
+        """``bool (N, classes)``: which classes exist in each item's corpus (the label mask)."""
+        masks = {c: np.isin(self.classes, self.corpus_classes.get(c, self.classes)) for c in set(self.corpora)}
+        if not self.items:
+            return np.zeros((0, len(self.classes)), dtype=bool)
+        return np.stack([masks[it.corpus] for it in self.items])
+
+
+def parse_ravdess_name(name: str) -> dict | None:
+    """Fields of a RAVDESS file name (``03-01-05-02-01-01-12.wav`` -> angry, strong, actor 12,
+    female); ``None`` for names that do not follow the convention."""
+    m = RAVDESS_NAME.match(Path(name).stem)
+    if not m:
+        return None
+    modality, channel, emotion, intensity, statement, repetition, actor = (int(g) for g in m.groups())
+    if not 1 <= emotion <= 8 or not 1 <= actor <= 99:
+        return None
+    return {
+        "modality": modality, "channel": channel, "emotion": RAVDESS8[emotion - 1],
+        "intensity": "strong" if intensity == 2 else "normal", "statement": statement,
+        "repetition": repetition, "actor": actor, "gender": "male" if actor % 2 else "female",
+    }
+
+
+def load_ravdess(root: str | os.PathLike) -> SpeechDataset:
+    """Every RAVDESS-named audio file under ``root`` (``Actor_XX/03-01-EE-II-SS-RR-AA.*``);
+    labels, actors and genders come from the names. Sorted by path."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"speech data folder not found: {root}")
+    items = []
+    for file in sorted(root.rglob("*")):
+        if not file.is_file() or file.suffix.lower() not in AUDIO_SUFFIXES:
+            continue
+        info = parse_ravdess_name(file.name)
+        if info is None:
+            continue
+        items.append(SpeechItem(str(file), RAVDESS8.index(info["emotion"]), f"{info['actor']:02d}",
+                                info["gender"], info["intensity"]))
+    if not items:
+        raise ValueError(f"no RAVDESS-named audio files (03-01-EE-II-SS-RR-AA.wav) under {root}")
+    return SpeechDataset(items)
+
+
+def _speaker_of(path: Path, root: Path) -> str:
+    info = parse_ravdess_name(path.name)
+    if info:
+        return f"{info['actor']:02d}"
+    m = CREMA_NAME.match(path.stem)
+    if m:
+        return m.group(1)
+    m = re.match(r"^([A-Za-z]*\d+)[_-]", path.stem)
+    return m.group(1) if m else path.stem
+
+
+def load_speech_folder(root: str | os.PathLike) -> SpeechDataset:
+    """``root/<label>/*.wav|flac|mp3|ogg|m4a`` with folder names mapped onto RAVDESS8
+    (``fearful`` -> ``fear``, ``surprised`` -> ``surprise`` ...).
+
+    Speakers are taken from the file names where a convention is recognised (RAVDESS,
+    CREMA-D ``1001_...``, or a leading ``<id>_``); otherwise each file is its own speaker,
+    and cross-validation is then *not* speaker-independent.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"speech data folder not found: {root}")
+    items = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        name = normalize_label(folder.name)
+        if name not in RAVDESS8:
+            raise ValueError(f"class folder {folder.name!r} is not one of {RAVDESS8}")
+        for file in sorted(folder.rglob("*")):
+            if file.is_file() and file.suffix.lower() in AUDIO_SUFFIXES | VIDEO_SUFFIXES:
+                items.append(SpeechItem(str(file), RAVDESS8.index(name), _speaker_of(file, root)))
+    if not items:
+        raise ValueError(f"no audio files found under {root}/<label>/")
+    return SpeechDataset(items)
+
+
+def load_speech_data(root: str | os.PathLike) -> SpeechDataset:
+    """RAVDESS layout if file names follow its convention, else the ``root/<label>/`` layout."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"speech data folder not found: {root}")
+    labelled = [p for p in root.iterdir() if p.is_dir()]
+    try:
+        if labelled and all(normalize_label(p.name) in RAVDESS8 for p in labelled):
+            return load_speech_folder(root)
+    except ValueError:
+        pass
+    return load_ravdess(root)
+
+
+def speaker_folds(data: SpeechDataset, k: int = 6) -> list[list[str]]:
+    """Split speakers into ``k`` disjoint folds, balanced by gender when genders are known.
+
+    Speakers of each gender are sorted and dealt round-robin, so with RAVDESS and ``k=6``
+    fold ``i`` holds actors ``{2i+1, 2i+13}`` (male) and ``{2i+2, 2i+14}`` (female):
+    fold 1 = actors 01, 02, 13, 14, etc.
+    """
+    gender = {it.speaker: it.gender or "" for it in data.items}
+    speakers = sorted(gender)
+    if k < 2 or k > len(speakers):
+        raise ValueError(f"cannot make {k} speaker folds from {len(speakers)} speakers")
+    folds: list[list[str]] = [[] for _ in range(k)]
+    groups = sorted({gender[s] for s in speakers})
+    for g in groups:
+        for i, s in enumerate(sorted(s for s in speakers if gender[s] == g)):
+            folds[i % k].append(s)
+    return [sorted(f) for f in folds]
+
+
+# ----------------------------------------------------------------------------- speech corpora
+
+#: The speech corpora under ``shared/data`` (folder ``<name>_speech``) and the classes each has.
+#: EmoDB's ``boredom`` has no counterpart in the emolens vocabulary and is dropped (never mapped).
+SPEECH_CORPORA: dict[str, tuple[str, ...]] = {
+    "ravdess": RAVDESS8,
+    "emodb": ("neutral", "happy", "sad", "angry", "fear", "disgust"),
+    "urdu": ("neutral", "happy", "sad", "angry"),
+    "turev": ("calm", "happy", "sad", "angry"),
+}
+
+
+def _read_manifest(root: Path) -> list[dict[str, str]]:
+    path = root / "manifest.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"no manifest.csv in {root}")
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def load_manifest_corpus(root: str | os.PathLike, corpus: str) -> SpeechDataset:
+    """A speech corpus from its ``manifest.csv`` (columns ``file``, ``speaker`` or ``actor``,
+    ``emotion``, optional ``gender``/``intensity``). Rows whose emotion is not in the corpus's
+    class subset (:data:`SPEECH_CORPORA`, e.g. EmoDB's ``boredom``) are dropped."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"speech data folder not found: {root}")
+    allowed = SPEECH_CORPORA.get(corpus, RAVDESS8)
+    items = []
+    for row in _read_manifest(root):
+        try:
+            name = normalize_label(row["emotion"])
+        except ValueError:
+            continue
+        if name not in allowed:
+            continue
+        speaker = row.get("speaker") or row.get("actor") or ""
+        if corpus == "ravdess" and speaker.isdigit():
+            speaker = f"{int(speaker):02d}"
+        items.append(SpeechItem(str(root / row["file"]), RAVDESS8.index(name), speaker, row.get("gender") or None,
+                                row.get("intensity") or None, corpus))
+    if not items:
+        raise ValueError(f"no usable rows in {root / 'manifest.csv'}")
+    return SpeechDataset(items, RAVDESS8, {corpus: allowed})
+
+
+def load_emodb(root: str | os.PathLike) -> SpeechDataset:
+    """EmoDB (``emodb_speech``): 10 speakers, 6 classes (``boredom``, 81 files, dropped)."""
+    return load_manifest_corpus(root, "emodb")
+
+
+def load_urdu(root: str | os.PathLike) -> SpeechDataset:
+    """URDU (``urdu_speech``): talk-show speech, 29 speaker ids, 4 classes (speaker and emotion
+    are confounded: see its SOURCE.md)."""
+    return load_manifest_corpus(root, "urdu")
+
+
+def load_turev(root: str | os.PathLike) -> SpeechDataset:
+    """TurEV-DB (``turev_speech``): isolated Turkish words, 6 speakers, 4 classes."""
+    return load_manifest_corpus(root, "turev")
+
+
+def concat_speech(parts: dict[str, SpeechDataset]) -> SpeechDataset:
+    """One dataset from several corpora: speakers become ``<corpus>/<speaker>`` (never shared
+    between corpora), each item keeps its corpus and each corpus its label subset."""
+    items, classes = [], {}
+    for corpus, data in parts.items():
+        classes[corpus] = data.corpus_classes.get(corpus, data.corpus_classes.get("", data.classes))
+        for it in data.items:
+            items.append(SpeechItem(it.path, it.label, f"{corpus}/{it.speaker}", it.gender, it.intensity, corpus))
+    return SpeechDataset(items, RAVDESS8, classes)
+
+
+def load_speech_corpora(root: str | os.PathLike, names: tuple[str, ...] | list[str] | None = None) -> SpeechDataset:
+    """Every corpus ``root/<name>_speech`` (default: all of :data:`SPEECH_CORPORA` that exist)."""
+    root = Path(root)
+    names = list(names) if names else [n for n in SPEECH_CORPORA if (root / f"{n}_speech").is_dir()]
+    if not names:
+        raise FileNotFoundError(f"no speech corpora (<name>_speech folders) under {root}")
+    parts = {}
+    for n in names:
+        folder = root / f"{n}_speech"
+        if n == "ravdess" and not (folder / "manifest.csv").is_file():
+            data = load_ravdess(folder)
+            data = SpeechDataset([SpeechItem(it.path, it.label, it.speaker, it.gender, it.intensity, n)
+                                  for it in data.items], RAVDESS8, {n: RAVDESS8})
+        else:
+            data = load_manifest_corpus(folder, n)
+        parts[n] = data
+    return concat_speech(parts)
+
+
+def speaker_group_folds(speakers: np.ndarray, k: int) -> list[list[str]]:
+    """Speakers dealt into ``k`` folds, largest first onto the fold with the fewest files (so
+    folds are about equally large even when speakers are not)."""
+    names, counts = np.unique(np.asarray(speakers), return_counts=True)
+    order = sorted(zip(counts.tolist(), names.tolist()), key=lambda t: (-t[0], t[1]))
+    k = min(k, len(names))
+    folds: list[list[str]] = [[] for _ in range(k)]
+    sizes = [0] * k
+    for n, s in order:
+        j = int(np.argmin(sizes))
+        folds[j].append(s)
+        sizes[j] += n
+    return [sorted(f) for f in folds]

@@ -3,18 +3,18 @@
 Common label space: the seven FER2013 classes. Voice outputs (RAVDESS's 8 classes) are folded
 onto them with :data:`emolens.labels.FOLD_TO_FER7` (``calm`` -> ``neutral``).
 
-Weights: for each class ``c`` and modality ``m``, the model's reliability ``r_m[c]`` is its
-F1 score for ``c`` on held-out validation data (face: FER2013 PublicTest; voice: actor-wise
-cross-validation on RAVDESS, folded to 7 classes). The fused distribution is
+Fusion (shipped: :class:`CalibratedFusion`, ``models/fusion.json``): each modality is
+temperature-scaled, then combined log-linearly with a per-class reliability weight per modality,
+a per-instance confidence term and class biases, all fitted on held-out data
+(``benchmarks/eval_fusion.py --pairing``: FER2013 PublicTest faces paired with speech of speakers
+the voice model never heard; see :mod:`emolens.train.fusion`). The older per-class F1 weighting
+(:class:`FusionWeights`) is still readable. Fallbacks: face only when there is no speech, voice
+only when no face is visible, nothing when neither.
 
-    p[c] ∝ w_face[c] * p_face[c] + w_voice[c] * p_voice[c],   w_m[c] = r_m[c] / (r_face[c] + r_voice[c])
-
-so a modality counts more for the classes it recognises better. Fallbacks: face only when
-there is no speech, voice only when no face is visible, nothing when neither.
-
-Speaker attribution (several faces during speech): the face whose mouth region moves most
-during the segment so far (mean absolute frame difference of the lower face), when it moves
-clearly more than the others; otherwise the largest face. The rule used is reported.
+Speaker attribution (several faces during speech): audio-visual synchrony (:class:`SpeakerPicker`):
+the face whose mouth motion follows the speech envelope; unattributed when no face is clearly in
+sync (no fallback to the largest face; a still photo cannot be in sync). Voice segments attributed to a
+tracked person are re-scored with that person's own speech statistics (:meth:`AVFuser.voice_for`).
 """
 
 from __future__ import annotations
@@ -135,9 +135,97 @@ class FusionWeights:
         return None, "none"
 
 
-def default_weights() -> FusionWeights:
-    """The shipped weights, or equal weights if the file is missing."""
-    return FusionWeights.load() if DEFAULT_WEIGHTS.is_file() else FusionWeights.equal()
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+@dataclass
+class CalibratedFusion:
+    """Calibrated, confidence-aware log-linear fusion (fitted on held-out data).
+
+    Each modality is first temperature-scaled (``log p / T`` renormalised). The fused
+    distribution is
+
+        log p[c] ∝ (a_face[c] + k_face * conf_face) * log q_face[c]
+                 + (a_voice[c] + k_voice * conf_voice) * log q_voice[c] + b[c]
+
+    with ``q`` the calibrated distributions and ``conf`` their maximum probability: a per-class
+    reliability weight for each modality, a per-instance confidence term, and a class bias. The
+    parameters come from :func:`emolens.train.fusion.fit_fusion` (see ``models/fusion.md``).
+    """
+
+    t_face: float
+    t_voice: float
+    a_face: np.ndarray
+    a_voice: np.ndarray
+    k_face: float = 0.0
+    k_voice: float = 0.0
+    bias: np.ndarray = field(default_factory=lambda: np.zeros(len(FUSION_LABELS)))
+    source: dict = field(default_factory=dict)
+
+    def calibrated(self, p: np.ndarray, which: str) -> np.ndarray:
+        """Temperature-scaled log-probabilities of one modality (``face`` or ``voice``)."""
+        t = self.t_face if which == "face" else self.t_voice
+        return _log_softmax(np.log(np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1.0)) / t)
+
+    def fuse_log(self, p_face: np.ndarray, p_voice: np.ndarray) -> np.ndarray:
+        """Fused log-probabilities for arrays ``(..., 7)`` of both modalities."""
+        lf, lv = self.calibrated(p_face, "face"), self.calibrated(p_voice, "voice")
+        cf, cv = np.exp(lf).max(-1, keepdims=True), np.exp(lv).max(-1, keepdims=True)
+        z = (self.a_face + self.k_face * cf) * lf + (self.a_voice + self.k_voice * cv) * lv + self.bias
+        return _log_softmax(z)
+
+    def fuse(self, p_face: np.ndarray | None, p_voice: np.ndarray | None) -> tuple[np.ndarray | None, str]:
+        """Same contract as :meth:`FusionWeights.fuse` (single modality passes through)."""
+        if p_face is not None and p_voice is not None:
+            return np.exp(self.fuse_log(p_face, p_voice)), "both"
+        if p_face is not None:
+            return np.asarray(p_face, dtype=np.float64), "face"
+        if p_voice is not None:
+            return np.asarray(p_voice, dtype=np.float64), "voice"
+        return None, "none"
+
+    def to_dict(self) -> dict:
+        """JSON shape (``"kind": "calibrated"``)."""
+        def vec(v: np.ndarray) -> dict:
+            return {c: round(float(x), 5) for c, x in zip(FUSION_LABELS, v, strict=True)}
+
+        return {"kind": "calibrated", "labels": list(FUSION_LABELS), "t_face": round(self.t_face, 5),
+                "t_voice": round(self.t_voice, 5), "a_face": vec(self.a_face), "a_voice": vec(self.a_voice),
+                "k_face": round(self.k_face, 5), "k_voice": round(self.k_voice, 5), "bias": vec(self.bias),
+                "source": self.source}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> CalibratedFusion:
+        """Inverse of :meth:`to_dict`."""
+        if list(data["labels"]) != list(FUSION_LABELS):
+            raise ValueError(f"fusion parameters are for labels {data['labels']}, expected {list(FUSION_LABELS)}")
+
+        def arr(key: str) -> np.ndarray:
+            return np.array([data[key][c] for c in FUSION_LABELS], dtype=np.float64)
+
+        return cls(float(data["t_face"]), float(data["t_voice"]), arr("a_face"), arr("a_voice"),
+                   float(data.get("k_face", 0.0)), float(data.get("k_voice", 0.0)), arr("bias"),
+                   dict(data.get("source", {})))
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the parameters as JSON."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def load_fusion(path: str | os.PathLike | None = None) -> FusionWeights | CalibratedFusion:
+    """Fusion parameters from JSON: calibrated (``"kind": "calibrated"``) or per-class weights."""
+    data = json.loads(Path(path or DEFAULT_WEIGHTS).read_text())
+    if data.get("kind") == "calibrated":
+        return CalibratedFusion.from_dict(data)
+    return FusionWeights.load(path)
+
+
+def default_weights() -> FusionWeights | CalibratedFusion:
+    """The shipped fusion (calibrated when ``models/fusion.json`` says so), or equal weights if
+    the file is missing."""
+    return load_fusion() if DEFAULT_WEIGHTS.is_file() else FusionWeights.equal()
 
 
 @dataclass
@@ -147,19 +235,29 @@ class VoiceSegment:
     start_s: float
     end_s: float
     probs: np.ndarray
+    #: raw speech functionals (functionals models), re-scored per tracked person by :class:`AVFuser`
+    features: np.ndarray | None = None
+    #: the speech model's ensemble partner's probabilities (model label order), combined after re-scoring
+    partner: np.ndarray | None = None
 
 
 class VoiceTimeline:
     """Speech segments on the video's timeline; :meth:`at` finds the one active at a time."""
 
-    def __init__(self, segments: Sequence[VoiceSegment]) -> None:
+    def __init__(self, segments: Sequence[VoiceSegment], envelope: np.ndarray | None = None,
+                 envelope_hop_s: float = 0.01) -> None:
         self.segments = sorted(segments, key=lambda s: s.start_s)
         self._starts = np.array([s.start_s for s in self.segments])
+        self.envelope, self.envelope_hop_s = envelope, envelope_hop_s
 
     @classmethod
     def from_audio_result(cls, result: object) -> VoiceTimeline:
-        """From an :class:`emolens.voice.AudioResult` (its segments' probability dicts are folded)."""
-        return cls([VoiceSegment(s.start_s, s.end_s, fold_vector(s.probs)) for s in result.segments])  # type: ignore[attr-defined]
+        """From an :class:`emolens.voice.AudioResult` (its segments' probability dicts are folded;
+        its speech envelope, when it has one, is kept for speaker attribution)."""
+        segs = [VoiceSegment(s.start_s, s.end_s, fold_vector(s.probs), getattr(s, "features", None),
+                             getattr(s, "partner_probs", None))
+                for s in result.segments]  # type: ignore[attr-defined]
+        return cls(segs, getattr(result, "envelope", None), getattr(result, "envelope_hop_s", 0.01))
 
     def at(self, time_s: float) -> int | None:
         """Index of the segment covering ``time_s`` (None in silence)."""
@@ -175,20 +273,31 @@ class VoiceTimeline:
 
 
 class SpeakerPicker:
-    """Chooses which visible face is speaking during a speech segment.
+    """Chooses which visible face is speaking: audio-visual synchrony.
 
-    Mouth motion is measured causally: for each track, the mean absolute difference between
-    consecutive grayscale crops of the lower-middle face (mouth region, 32x16 px) within the
-    current segment. A track wins by ``mouth_motion`` when it has been seen at least
-    ``min_obs`` times in the segment and moves at least ``margin`` times more than the runner-up;
-    otherwise the largest face wins (``largest_face``); a lone face is ``only_face``.
+    For each track, the mouth region's motion (mean absolute difference between consecutive
+    grayscale crops of the lower-middle face, 32x16 px) is recorded at every frame during speech,
+    together with the speech envelope (RMS in dB) over the same interval. The speaker is the track
+    whose mouth motion correlates best (Pearson, over the last ``window_s`` seconds of speech)
+    with the envelope, when that correlation is at least ``min_corr`` and significant
+    (``>= z / sqrt(n)`` over its ``n`` frames, one-sided 5 % by default), beats the runner-up by
+    ``margin``, and rests on at least ``min_obs`` frames (rule ``av_sync``). Otherwise the
+    segment stays unattributed (``None``): there is no largest-face fallback, and a face whose
+    mouth does not move (a still photo) cannot correlate with the sound. A lone face is the
+    speaker (``only_face``). Without an envelope, motion alone decides (``mouth_motion``, the
+    clearly most moving mouth) or nobody.
     """
 
-    def __init__(self, margin: float = 1.3, min_obs: int = 3) -> None:
-        self.margin, self.min_obs = margin, min_obs
-        self._segment: int | None = None
-        self._prev: dict[int, np.ndarray] = {}
-        self._motion: dict[int, list[float]] = {}
+    def __init__(self, envelope: np.ndarray | None = None, hop_s: float = 0.01, window_s: float = 4.0,
+                 min_corr: float = 0.2, margin: float = 0.1, min_obs: int = 6, motion_margin: float = 1.5,
+                 z: float = 1.64) -> None:
+        self.envelope = None if envelope is None else np.asarray(envelope, dtype=np.float64)
+        self.hop_s, self.window_s = hop_s, window_s
+        self.min_corr, self.margin, self.min_obs, self.motion_margin = min_corr, margin, min_obs, motion_margin
+        self.z = z
+        self._prev: dict[int, tuple[float, np.ndarray]] = {}
+        self._obs: dict[int, list[tuple[float, float, float]]] = {}  # track -> [(time, motion, envelope)]
+        self.scores: dict[int, float] = {}
 
     @staticmethod
     def mouth_crop(gray: np.ndarray, box: Sequence[float]) -> np.ndarray | None:
@@ -205,33 +314,60 @@ class SpeakerPicker:
         crop = cv2.resize(gray[y0:y1, x0:x1], (32, 16), interpolation=cv2.INTER_AREA).astype(np.float32)
         return crop - crop.mean()
 
-    def pick(
-        self, segment: int, gray: np.ndarray, faces: Sequence[tuple[int, Sequence[float]]]
-    ) -> tuple[int, str] | None:
-        """``(track_id, rule)`` of the speaker among ``faces`` = ``[(track_id, box), ...]``."""
+    def level(self, t0: float, t1: float) -> float:
+        """Mean speech envelope (dB) between two times."""
+        assert self.envelope is not None
+        a = int(np.clip(np.floor(t0 / self.hop_s), 0, len(self.envelope) - 1))
+        b = int(np.clip(np.ceil(t1 / self.hop_s), a + 1, len(self.envelope)))
+        return float(self.envelope[a:b].mean())
+
+    def pick(self, segment: int, gray: np.ndarray, faces: Sequence[tuple[int, Sequence[float]]],
+             time_s: float | None = None) -> tuple[int, str] | None:
+        """``(track_id, rule)`` of the speaker among ``faces`` = ``[(track_id, box), ...]``, or
+        ``None`` when no face is clearly in sync with the speech."""
         if not faces:
             return None
-        if segment != self._segment:
-            self._segment, self._prev, self._motion = segment, {}, {}
+        t = float(time_s) if time_s is not None else float(segment)
         for track_id, box in faces:
             crop = self.mouth_crop(gray, box)
             if crop is None:
                 continue
             prev = self._prev.get(track_id)
-            if prev is not None:
-                self._motion.setdefault(track_id, []).append(float(np.abs(crop - prev).mean()))
-            self._prev[track_id] = crop
+            if prev is not None and 0 < t - prev[0] <= 0.5:
+                env = self.level(prev[0], t) if self.envelope is not None and len(self.envelope) else 0.0
+                self._obs.setdefault(track_id, []).append((t, float(np.abs(crop - prev[1]).mean()), env))
+            self._prev[track_id] = (t, crop)
+        for track_id in list(self._obs):
+            self._obs[track_id] = [o for o in self._obs[track_id] if o[0] > t - self.window_s]
         if len(faces) == 1:
             return faces[0][0], "only_face"
-        visible = {t for t, _ in faces}
-        scores = sorted(
-            ((float(np.mean(m)), t) for t, m in self._motion.items() if t in visible and len(m) >= self.min_obs),
-            reverse=True,
-        )
-        if len(scores) >= 2 and scores[0][0] >= self.margin * max(scores[1][0], 1e-6):
-            return scores[0][1], "mouth_motion"
-        largest = max(faces, key=lambda f: float(f[1][2]) * float(f[1][3]))
-        return largest[0], "largest_face"
+        visible = [tid for tid, _ in faces if len(self._obs.get(tid, [])) >= self.min_obs]
+        if not visible:
+            return None
+        if self.envelope is None or not len(self.envelope):
+            motion = sorted(((float(np.mean([o[1] for o in self._obs[tid]])), tid) for tid in visible), reverse=True)
+            if len(motion) >= 2 and motion[0][0] >= self.motion_margin * max(motion[1][0], 1e-6):
+                return motion[0][1], "mouth_motion"
+            return None
+        scores = []
+        for tid in visible:
+            obs = np.asarray(self._obs[tid])
+            m, e = obs[:, 1], obs[:, 2]
+            corr = 0.0
+            if m.std() > 1e-3 and e.std() > 1e-3:
+                corr = float(np.corrcoef(m, e)[0, 1])
+            scores.append((corr, tid, len(m)))
+            self.scores[tid] = corr
+        scores.sort(reverse=True)
+        best, tid, n = scores[0]
+        runner = scores[1][0] if len(scores) > 1 else -1.0
+        if best >= max(self.min_corr, self.z / np.sqrt(n)) and best - runner >= self.margin:
+            return tid, "av_sync"
+        return None
+
+    def observe_silence(self) -> None:
+        """Forget the previous crops (motion across a silence is not compared)."""
+        self._prev = {}
 
 
 def fit_fusion_weights(face_metrics: str | os.PathLike, voice_metrics: str | os.PathLike,
@@ -268,7 +404,7 @@ class AVFuser:
     """
 
     def __init__(self, timeline: VoiceTimeline | None, modality: str = "both",
-                 weights: FusionWeights | None = None) -> None:
+                 weights: FusionWeights | CalibratedFusion | None = None) -> None:
         from emolens.decide import Decisions, TrackStats
 
         if modality not in ("face", "voice", "both"):
@@ -276,7 +412,17 @@ class AVFuser:
         self.modality = modality
         self.timeline = timeline if modality != "face" else None
         self.weights = weights or default_weights()
-        self.picker = SpeakerPicker()
+        self._rescore = None  # per tracked person: the speech model and a fresh per-speaker normaliser
+        self._track_probs: dict[tuple[int, int], np.ndarray] = {}
+        if self.timeline is not None and any(s.features is not None for s in self.timeline.segments):
+            from emolens.voice import SpeakerNormalizer, default_speech_model
+
+            model = default_speech_model()
+            if model.normalizer is not None:
+                norm = model.normalizer
+                self._rescore = (model, SpeakerNormalizer(norm.mean, np.sqrt(norm.var), norm.prior))
+        env = getattr(self.timeline, "envelope", None)
+        self.picker = SpeakerPicker(env, getattr(self.timeline, "envelope_hop_s", 0.01))
         self.voice = Decisions(FUSION_LABELS)
         self.fused = Decisions(FUSION_LABELS)
         self.voice_only = TrackStats(-1, len(FUSION_LABELS))  # speech while no face is visible
@@ -300,14 +446,17 @@ class AVFuser:
             import cv2
 
             gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
-            speaker, rule = self.picker.pick(seg, gray, [(f.track_id, f.face.box) for f in faces])  # type: ignore
+            picked = self.picker.pick(seg, gray, [(f.track_id, f.face.box) for f in faces], time_s)  # type: ignore
+            speaker, rule = picked if picked is not None else (None, "unattributed")
             self.rules[rule] = self.rules.get(rule, 0) + 1
+            if speaker is None:  # heard, but nobody visible is clearly saying it
+                self.voice_only.add(time_s, self.timeline.segments[seg].probs)  # type: ignore[union-attr]
         elif seg is not None:
             self.voice_only.add(time_s, self.timeline.segments[seg].probs)  # type: ignore[union-attr]
         out = []
         for f in faces:
             p_face = np.asarray(f.p, dtype=np.float64)  # type: ignore[attr-defined]
-            p_voice = self.timeline.segments[seg].probs if (seg is not None and f.track_id == speaker) else None  # type: ignore
+            p_voice = self.voice_for(seg, f.track_id) if (seg is not None and f.track_id == speaker) else None  # type: ignore
             if self.modality == "voice":
                 fused, how = (p_voice, "voice") if p_voice is not None else (None, "none")
             else:
@@ -320,6 +469,22 @@ class AVFuser:
             out.append({"voice": p_voice, "fused": fused if self.timeline is not None else None,
                         "label": label, "rule": how if p_voice is None else f"{how}:{rule}"})
         return out
+
+    def voice_for(self, seg: int, track_id: int) -> np.ndarray:
+        """Folded voice probabilities of segment ``seg`` spoken by ``track_id``: with a functionals
+        model, re-scored with that person's feature statistics accumulated online (each segment
+        counted once per person); otherwise the recording-level probabilities."""
+        segment = self.timeline.segments[seg]  # type: ignore[union-attr]
+        if self._rescore is None or segment.features is None:
+            return segment.probs
+        key = (seg, track_id)
+        if key not in self._track_probs:
+            model, norm = self._rescore
+            norm.update(segment.features, ("track", track_id))
+            x = norm.normalize(segment.features, ("track", track_id))[None]
+            p = model.combine(model.predict_windows(x), None if segment.partner is None else segment.partner[None])
+            self._track_probs[key] = fold_vector(p[0], model.labels)
+        return self._track_probs[key]
 
     def track_labels(self, track_id: int, label_face: str | None) -> dict:
         """``label_face``, ``label_voice``, ``label_fused`` and voice frame count for one track."""

@@ -16,29 +16,101 @@ import numpy as np
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jfif", ".pgm", ".ppm"}
 
 
+#: Largest photo decoded by default (width x height): 80 megapixels.
+DEFAULT_MAX_PIXELS = 80_000_000
+#: Largest video frame decoded by default: 8K UHD (7680 x 4320, 33.2 megapixels).
+DEFAULT_MAX_VIDEO_PIXELS = 7680 * 4320
+
+
 class MediaError(Exception):
     """A media file that is missing, empty, unsupported or cannot be decoded."""
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Read a photo as a BGR ``uint8 (H, W, 3)`` array (EXIF orientation applied).
+class MediaTooLarge(MediaError):
+    """An image or video whose declared frame size exceeds the pixel limit (refused before decoding)."""
 
-    Grayscale and 16-bit images are converted; alpha is dropped.
-    """
+
+def check_pixels(width: int, height: int, max_pixels: int | None, what: str) -> None:
+    """Raise :class:`MediaTooLarge` (``"<what> too large: ..."``) when ``width x height`` exceeds
+    ``max_pixels`` (None: no limit)."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise MediaTooLarge(f"{what} too large: {width}x{height} pixels = {width * height / 1e6:.1f} megapixels "
+                            f"(limit {max_pixels / 1e6:.1f} megapixels)")
+
+
+def _prefix(name: str | None) -> str:
+    return f"{name}: " if name else ""
+
+
+def check_image_header(data: bytes | bytearray | memoryview, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                       name: str | None = None) -> tuple[int, int] | None:
+    """Read the size an encoded image declares (Pillow's lazy open: no pixel is decoded) and refuse
+    it before any allocation: :class:`MediaTooLarge` above ``max_pixels``, :class:`MediaError` for
+    an unreadable header (``name`` starts the messages). Returns ``(width, height)``, or None when
+    only Pillow's own bomb limit (2 x ``PIL.Image.MAX_IMAGE_PIXELS``) saw the size and
+    ``max_pixels`` allows it."""
+    import io
+    import re
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                width, height = im.size
+    except Image.DecompressionBombError as exc:  # its message names the pixel count
+        match = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = int(match.group(1)) if match else None
+        if max_pixels is None or (pixels is not None and pixels <= max_pixels):
+            return None
+        declared = f"{pixels / 1e6:.0f} megapixels" if pixels else "more pixels than Pillow allows"
+        raise MediaTooLarge(f"{_prefix(name)}image too large: its header declares {declared} "
+                            f"(limit {max_pixels / 1e6:.1f} megapixels)") from None
+    except (OSError, SyntaxError, ValueError, TypeError, IndexError, EOFError) as exc:
+        reason = "corrupt or unsupported format" if isinstance(exc, Image.UnidentifiedImageError) else "corrupt header"
+        raise MediaError(f"{_prefix(name)}not a readable image ({reason})") from None
+    check_pixels(width, height, max_pixels, f"{_prefix(name)}image")
+    return width, height
+
+
+def decode_image(data: bytes | bytearray | memoryview, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                 name: str | None = None) -> np.ndarray:
+    """Decode an encoded photo as BGR ``uint8 (H, W, 3)`` (EXIF orientation applied) after
+    :func:`check_image_header`: an image declaring more than ``max_pixels`` is never decoded.
+    Raises :class:`MediaTooLarge` or :class:`MediaError` (``name`` starts the message)."""
     import cv2
 
+    if not len(data):
+        raise MediaError(f"{_prefix(name)}file is empty (0 bytes)")
+    check_image_header(data, max_pixels, name)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:  # e.g. beyond OpenCV's own size limit, with a raised max_pixels
+        image = None
+    if image is None:
+        raise MediaError(f"{_prefix(name)}not a readable image (corrupt or unsupported format)")
+    check_pixels(image.shape[1], image.shape[0], max_pixels, f"{_prefix(name)}image")
+    return image
+
+
+def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read a photo as a BGR ``uint8 (H, W, 3)`` array (EXIF orientation applied).
+
+    Grayscale and 16-bit images are converted; alpha is dropped. A photo whose header declares
+    more than ``max_pixels`` raises :class:`MediaTooLarge` before it is decoded.
+    """
     path = Path(path)
     if not path.exists():
         raise MediaError(f"{path}: file not found")
     if path.is_dir():
         raise MediaError(f"{path}: is a directory, not an image")
-    if path.stat().st_size == 0:
-        raise MediaError(f"{path}: file is empty (0 bytes)")
-    data = np.fromfile(path, dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if image is None:
-        raise MediaError(f"{path}: not a readable image (corrupt or unsupported format)")
-    return image
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise MediaError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return decode_image(data, max_pixels, str(path))
 
 
 def as_bgr(image: np.ndarray) -> np.ndarray:
@@ -92,8 +164,8 @@ def load_audio(path: str | os.PathLike, sr: int = AUDIO_RATE) -> np.ndarray:
         raise MediaError(f"{path}: is a directory, not an audio file")
     if path.stat().st_size == 0:
         raise MediaError(f"{path}: file is empty (0 bytes)")
-    try:
-        container = av.open(str(path))
+    try:  # FFmpeg decodes a video frame while probing: bound its size (a huge one is never decoded)
+        container = av.open(str(path), options={"max_pixels": str(DEFAULT_MAX_VIDEO_PIXELS)})
     except (av.FFmpegError, OSError, ValueError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise MediaError(f"{path}: not a readable audio/video file ({reason})") from None
@@ -247,8 +319,11 @@ class VideoSource:
     Files and URLs are decoded with PyAV (FFmpeg: every common container and codec, only the
     first video stream is demuxed), cameras with OpenCV. ``every`` keeps every N-th frame,
     ``fps`` keeps frames at most F per second (by timestamp); ``max_frames`` stops after that
-    many kept frames. With ``threaded`` (default) decoding runs in a background thread, a few
-    frames ahead (bounded queue: memory does not grow with video length). Decoding problems
+    many kept frames. Frames larger than ``max_pixels`` (width x height; None: no limit) are
+    refused from the stream's metadata before anything is decoded (:class:`MediaTooLarge`); the
+    decoder refuses larger frames later in the stream too. With ``threaded`` (default) decoding
+    runs in a background thread, a few frames ahead (bounded queue: memory does not grow with
+    video length). Decoding problems
     raise :class:`MediaError`, also midway (frames before the problem have been yielded); a
     file that ends well before the duration its header declares is reported as truncated.
     """
@@ -262,6 +337,7 @@ class VideoSource:
         threaded: bool = True,
         timeout_s: float = 10.0,
         folder_fps: float = FOLDER_FPS,
+        max_pixels: int | None = DEFAULT_MAX_VIDEO_PIXELS,
     ) -> None:
         self.source = str(source)
         self.kind = source_kind(source)
@@ -269,6 +345,7 @@ class VideoSource:
         self.max_frames = max_frames
         self.threaded = threaded
         self.folder_fps = folder_fps
+        self.max_pixels = max_pixels
         self._container = None
         self._capture = None
         self._images: list[Path] = []
@@ -297,9 +374,9 @@ class VideoSource:
         try:
             if self.kind == "stream":
                 options = {"rtsp_transport": "tcp"} if self.source.lower().startswith("rtsp") else {}
-                container = av.open(self.source, options=options, timeout=timeout_s)
-            else:
-                container = av.open(self.source)
+                container = av.open(self.source, options={**options, **self._decoder_options()}, timeout=timeout_s)
+            else:  # the decoder limit also bounds the frame FFmpeg decodes while probing the file
+                container = av.open(self.source, options=self._decoder_options())
         except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
             raise _media_error(self.source, exc) from None
         if not container.streams.video:
@@ -308,6 +385,13 @@ class VideoSource:
             has = f" (only {'/'.join(kinds)}: for sound alone use `emolens audio`)" if kinds else ""
             raise MediaError(f"{self.source}: no video stream{has}")
         stream = container.streams.video[0]
+        ctx = stream.codec_context
+        try:
+            check_pixels(ctx.width, ctx.height, self.max_pixels, f"{self.source}: video frames")
+        except MediaTooLarge:
+            container.close()
+            raise
+        ctx.options = {**ctx.options, **self._decoder_options()}
         stream.thread_type = "AUTO"
         self._container, self._stream = container, stream
         self._declared_frames = stream.frames or None
@@ -319,8 +403,11 @@ class VideoSource:
         elif container.duration:
             duration = container.duration / 1_000_000
         frames = stream.frames or (round(duration * fps) if duration and fps else None)
-        ctx = stream.codec_context
         return VideoInfo(self.source, self.kind, ctx.width, ctx.height, fps, duration, frames or None)
+
+    def _decoder_options(self) -> dict[str, str]:
+        """FFmpeg's own frame-size limit for the decoder (``max_pixels``), when there is one."""
+        return {"max_pixels": str(self.max_pixels)} if self.max_pixels is not None else {}
 
     def _open_camera(self, index: int) -> VideoInfo:
         import cv2
@@ -330,8 +417,9 @@ class VideoSource:
             raise MediaError(f"camera {index}: cannot open (no such device, or it is in use)")
         self._capture = cap
         fps = cap.get(cv2.CAP_PROP_FPS) or None
-        return VideoInfo(self.source, "camera", int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
-                         int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), fps)
+        width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        check_pixels(width, height, self.max_pixels, f"camera {index}: frames")
+        return VideoInfo(self.source, "camera", width, height, fps)
 
     def _open_folder(self) -> VideoInfo:
         self._images = iter_image_paths([self.source])
@@ -340,7 +428,7 @@ class VideoSource:
         first = None
         for p in self._images:
             try:
-                first = load_image(p)
+                first = load_image(p, self.max_pixels)
                 break
             except MediaError:
                 continue
@@ -379,6 +467,7 @@ class VideoSource:
                     origin = t if origin is None else origin
                     last_t = t - origin
                     if self._keep(index, last_t, kept):
+                        check_pixels(vframe.width, vframe.height, self.max_pixels, f"{self.source}: video frames")
                         image = vframe.to_ndarray(format="bgr24")
                         if vframe.rotation:
                             image = np.ascontiguousarray(np.rot90(image, k=round(vframe.rotation / 90) % 4))
@@ -435,7 +524,7 @@ class VideoSource:
             if not self.sampler.take(index, t):
                 continue
             try:
-                image = load_image(path)
+                image = load_image(path, self.max_pixels)
             except MediaError:
                 continue  # one unreadable picture does not end an image sequence
             kept += 1

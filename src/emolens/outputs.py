@@ -56,14 +56,25 @@ def faces_table(results: Sequence[object]) -> str:
 # Video outputs: per-frame CSV (written as we go), Parquet, timeline plot, annotated video.
 # --------------------------------------------------------------------------------------------
 
-FRAME_COLUMNS: tuple[str, ...] = ("time_s", "frame", "track_id", "x", "y", "w", "h", "score", "label")
+#: Landmark columns: right eye, left eye, nose, mouth right, mouth left (as seen), x and y in pixels.
+LANDMARK_COLUMNS: tuple[str, ...] = tuple(
+    f"{name}_{axis}" for name in ("eye_r", "eye_l", "nose", "mouth_r", "mouth_l") for axis in ("x", "y")
+)
+FRAME_COLUMNS: tuple[str, ...] = (
+    "time_s", "frame", "track_id", "x", "y", "w", "h", "score", "detected", "classified", "evidence",
+    *LANDMARK_COLUMNS, "label",
+)
 
 
 class FrameCsvWriter:
     """``<stem>.frames.csv``: one row per face per analysed frame, flushed after every frame, so
     rows already computed survive a crash, a decode error or Ctrl-C.
 
-    Columns: ``time_s, frame, track_id, x, y, w, h, score, label, p_<class>...``.
+    Columns: ``time_s, frame, track_id, x, y, w, h, score``; ``detected`` (1: found by the
+    detector in this frame, 0: box carried by the tracker), ``classified`` (1: the model ran on this
+    frame, 0: probabilities reused from the track's last classification), ``evidence`` (the face's
+    weight in the video decision), the 5 landmarks (``eye_r_x ... mouth_l_y``; empty when the
+    detector gives none), ``label``, ``p_<class>...``.
     """
 
     def __init__(self, path: str | os.PathLike, labels: Sequence[str], extra: Sequence[str] = ()) -> None:
@@ -83,7 +94,7 @@ class FrameCsvWriter:
         self.rows = 0
 
     def write_frame(
-        self, time_s: float, frame: int, faces: Sequence[object], extras: Sequence[dict] | None = None
+        self, time_s: float, frame: int, faces: Sequence[TrackedFace], extras: Sequence[dict] | None = None
     ) -> None:
         """Write one frame's faces (objects with ``track_id``, ``face``, ``label``, ``probs``).
 
@@ -91,14 +102,17 @@ class FrameCsvWriter:
         None leaves that group's cells empty (e.g. no speech at that moment).
         """
         for i, f in enumerate(faces):
-            x, y, w, h = (int(round(float(v))) for v in f.face.box)  # type: ignore[attr-defined]
-            probs = f.probs  # type: ignore[attr-defined]
+            x, y, w, h = (int(round(float(v))) for v in f.face.box)
+            probs = f.probs
             more: list[str] = []
             for group in self.extra:
                 vec = extras[i].get(group) if extras else None
                 more += [""] * len(self.labels) if vec is None else [f"{float(v):.4f}" for v in vec]
+            marks = f.face.landmarks
+            points = [""] * 10 if marks is None else [f"{float(v):.1f}" for v in np.asarray(marks).reshape(-1)[:10]]
             self._csv.writerow([
-                f"{time_s:.3f}", frame, f.track_id, x, y, w, h, f"{f.face.score:.3f}", f.label,  # type: ignore[attr-defined]
+                f"{time_s:.3f}", frame, f.track_id, x, y, w, h, f"{f.face.score:.3f}", int(f.detected),
+                int(f.classified), f"{f.evidence:.3f}", *points, f.label,
                 *(f"{probs.get(name, 0.0):.4f}" for name in self.labels), *more,
             ])
             self.rows += 1

@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from emolens.api import FaceAnalyzer
-from emolens.decide import Decisions
+from emolens.decide import Decisions, face_evidence, sharpness
 from emolens.expression import ExpressionModel
 from emolens.faces import Face, YuNetDetector, limit_detector_threads, make_detector
 from emolens.labels import probs_dict
-from emolens.media import Frame, MediaError, VideoSource, source_kind
+from emolens.media import DEFAULT_MAX_VIDEO_PIXELS, Frame, MediaError, VideoSource, source_kind
 from emolens.tracking import FaceTracker, ProbSmoother
 
 
@@ -44,7 +44,7 @@ class VideoOptions:
     detect_every: int = 2  #: run the face detector on every N-th analysed frame; the tracker carries boxes between
     classify_every: int = 2  #: classify each tracked face every N-th analysed frame (new tracks at once); between,
     #: a track keeps its last (smoothed) probabilities: expressions change slower than 15 Hz
-    detector: str = "yunet"  #: yunet (default) or haar (fallback, no landmarks)
+    detector: str = "yunet"  #: face detector (see emolens.faces.DETECTORS)
     min_score: float = 0.6  #: detections at or above this start tracks
     low_score: float = 0.4  #: weaker detections down to this only continue existing tracks
     detect_max_side: int = 640  #: detection never runs on a larger image than this (long side)
@@ -57,6 +57,7 @@ class VideoOptions:
     min_hits: int = 2  #: detections before a new track gets an id
     threads: int = 1  #: CPU threads of the detector (OpenMP) and of the classifier (onnxruntime)
     modality: str = "both"  #: face, voice or both (fuse face and voice where there is speech)
+    max_video_pixels: int | None = DEFAULT_MAX_VIDEO_PIXELS  #: refuse larger frames before decoding (None: no limit)
 
     def __post_init__(self) -> None:
         if self.every < 1 or self.detect_every < 1 or self.classify_every < 1:
@@ -74,7 +75,9 @@ class VideoOptions:
 @dataclass
 class TrackedFace:
     """One face in one frame: its ``track_id``, detected (or carried) :class:`Face`, and the
-    (smoothed) expression ``label``/``probs``; ``detected`` is False for tracker-carried boxes."""
+    (smoothed) expression ``label``/``probs``; ``detected`` is False for tracker-carried boxes,
+    ``classified`` False when the probabilities were reused from an earlier frame; ``evidence`` is
+    the face's weight in the video's decision (:func:`emolens.decide.face_evidence`)."""
 
     track_id: int
     face: Face
@@ -82,6 +85,8 @@ class TrackedFace:
     probs: dict[str, float]
     detected: bool = True
     p: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    evidence: float = 1.0
+    classified: bool = True
 
 
 @dataclass
@@ -171,6 +176,7 @@ class VideoAnalyzer:
         smoother = ProbSmoother(o.smooth, o.alpha, o.window)
         state: dict = {}
         last: dict[int, np.ndarray] = {}  # newest smoothed probabilities per track
+        evidence: dict[int, float] = {}  # newest evidence weight per track
         for n, frame in enumerate(frames):
             detected = n % o.detect_every == 0
             if detected:
@@ -178,18 +184,23 @@ class VideoAnalyzer:
                 smoother.forget(tracker.removed)
                 for t in tracker.removed:
                     last.pop(t, None)
+                    evidence.pop(t, None)
             else:
                 pairs = tracker.carry(frame.time_s)
             due = [(t, f) for t, f in pairs if n % o.classify_every == 0 or t not in last]
             if due:
-                probs = self.faces.model.classify(frame.image, [f for _, f in due])
-                for (track_id, _), p in zip(due, probs, strict=True):
+                crops = self.faces.model.align(frame.image, [f for _, f in due])
+                probs = self.faces.model.predict(crops)
+                for (track_id, face), p, crop in zip(due, probs, crops, strict=True):
                     last[track_id] = smoother.update(track_id, p)
+                    evidence[track_id] = face_evidence(float(face.box[3]), face.score, sharpness(crop))
+            due_ids = {t for t, _ in due}
             tracked = []
             for track_id, face in pairs:
                 p = last[track_id]
                 label = labels[int(np.argmax(p))]
-                tracked.append(TrackedFace(track_id, face, label, probs_dict(p, labels), detected, p))
+                tracked.append(TrackedFace(track_id, face, label, probs_dict(p, labels), detected, p,
+                                           evidence[track_id], track_id in due_ids))
             yield FrameResult(frame, tracked)
 
     # -- one input to files ------------------------------------------------------------------
@@ -216,7 +227,7 @@ class VideoAnalyzer:
         from emolens.outputs import FrameCsvWriter, VideoWriter, draw_tracked, plot_timeline, write_json, write_parquet
 
         o = self.options
-        src = VideoSource(source, every=o.every, fps=o.fps, max_frames=o.max_frames)
+        src = VideoSource(source, every=o.every, fps=o.fps, max_frames=o.max_frames, max_pixels=o.max_video_pixels)
         info = src.info
         out = Path(out_dir)
         stem = stem or output_stem(str(source))
@@ -254,7 +265,7 @@ class VideoAnalyzer:
                 fused = fuser.frame(frame.time_s, frame.image, result.faces)
                 writer.write_frame(frame.time_s, frame.index, result.faces, fused)
                 for f in result.faces:
-                    decisions.add(f.track_id, frame.time_s, f.p)
+                    decisions.add(f.track_id, frame.time_s, f.p, f.evidence)
                 if video is not None:
                     video.write(draw_tracked(frame.image, _fused_view(result.faces, fused, self.labels)))
                 bar.update()
@@ -277,6 +288,7 @@ class VideoAnalyzer:
             t.update(fuser.track_labels(t["track_id"], t["label_sum"]))
         video_labels = decisions.video()
         summary = {
+            "main_tracks": decisions.main_tracks(),
             "source": str(source),
             "duration_s": round(duration, 3),
             "frames_analysed": n,
@@ -491,7 +503,7 @@ def run_live(
 
     analyzer = analyzer or VideoAnalyzer(options)
     o = analyzer.options
-    src = VideoSource(source, every=o.every, fps=o.fps, max_frames=o.max_frames)
+    src = VideoSource(source, every=o.every, fps=o.fps, max_frames=o.max_frames, max_pixels=o.max_video_pixels)
     show = has_display() if window is None else window
     server = None if show else MjpegServer(host, port).start()
     preview = "window" if show else server.url  # type: ignore[union-attr]

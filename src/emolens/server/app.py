@@ -7,15 +7,22 @@ The face analyzer is loaded once at startup and shared; every CPU-bound call run
 pool of ``workers`` threads, so the event loop keeps answering (health checks, progress polls,
 WebSocket traffic) while photos are analysed. Video jobs run one at a time in a worker thread
 (:mod:`emolens.server.jobs`).
+
+Access control (:mod:`emolens.server.security`): only the allowed ``Host`` names are served, a
+POST/DELETE or WebSocket handshake from another site's page (``Origin``) is refused, and with
+``tokens`` set every ``/api/`` request needs one and sees only the jobs its token created.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import os
 import shutil
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -25,14 +32,24 @@ from typing import Any, Literal
 import anyio
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from emolens.server.jobs import RESULT_FILES, JobManager, expected_frames, valid_job_id
-from emolens.server.uploads import Upload, check_kind, receive_upload
+from emolens.media import DEFAULT_MAX_PIXELS, DEFAULT_MAX_VIDEO_PIXELS
+from emolens.server.jobs import GB, RESULT_FILES, JobManager, QuotaError, expected_frames, valid_job_id
+from emolens.server.security import (
+    OWNER_KEY,
+    AccessGuard,
+    default_allowed_hosts,
+    redact_tokens_in_logs,
+    timed_h11_protocol,
+)
+from emolens.server.uploads import Upload, check_kind, declared_size, receive_upload
 
 STATIC = Path(__file__).parent / "static"
 MB = 1_000_000
+log = logging.getLogger("emolens.server")
 
 
 def default_jobs_dir() -> Path:
@@ -53,28 +70,46 @@ class ServerConfig:
     max_audio_bytes: int = 100 * MB
     max_video_bytes: int = 1000 * MB
     max_frame_bytes: int = 2 * MB  #: one live WebSocket frame (JPEG)
-    max_pixels: int = 80_000_000  #: decoded photo size limit (width x height)
+    max_pixels: int = DEFAULT_MAX_PIXELS  #: largest photo/live frame (width x height), read from its header
+    max_video_pixels: int = DEFAULT_MAX_VIDEO_PIXELS  #: largest video frame, read from the stream's metadata
     workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
     max_queued_jobs: int = 16
     detector: str = "yunet"
     min_score: float = 0.6
     model: str = "default"  #: face model: registry name or .onnx path
+    # -- access control
+    host: str = "127.0.0.1"  #: the address served (by default an allowed Host name)
+    allowed_hosts: list[str] = field(default_factory=list)  #: Host names; empty: host + localhost; "*": any
+    allowed_origins: list[str] | None = None  #: besides the app's own; None: allowed hosts on its port; "*": any
+    tokens: list[str] = field(default_factory=list)  #: access tokens (empty: none needed)
+    # -- retention of video jobs
+    keep_jobs_hours: float = 24.0  #: finished jobs older than this are removed (0: no age limit)
+    max_jobs_disk_gb: float = 5.0  #: quota of the jobs folder, oldest finished jobs removed first (0: none)
+    # -- timeouts (uvicorn)
+    header_timeout_s: float = 10.0  #: a request's headers must arrive within this
+    body_timeout_s: float = 10.0  #: a request body may pause this long at most
+    keep_alive_s: int = 5  #: an idle keep-alive connection is closed after this
+
+    def hosts(self) -> list[str]:
+        """The allowed ``Host`` names (the configured ones, or the default)."""
+        return list(self.allowed_hosts) or default_allowed_hosts(self.host)
 
 
 # ------------------------------------------------------------------------------------- analysis
 
 
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
-    """BGR image from encoded bytes (EXIF orientation applied); 422 if it cannot be decoded."""
-    import cv2
+    """BGR image from encoded bytes (EXIF orientation applied) by :func:`emolens.media.decode_image`:
+    413 when its header declares more than ``max_pixels`` (nothing is decoded), 422 if unreadable."""
+    from emolens.media import MediaError, MediaTooLarge
+    from emolens.media import decode_image as decode
 
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise HTTPException(422, "not a readable image (corrupt, truncated or an unsupported format)")
-    if image.shape[0] * image.shape[1] > max_pixels:
-        raise HTTPException(413, f"image too large: {image.shape[1]}x{image.shape[0]} pixels "
-                                 f"(limit {max_pixels / 1e6:.0f} megapixels)")
-    return image
+    try:
+        return decode(data, max_pixels)
+    except MediaTooLarge as exc:
+        raise HTTPException(413, str(exc)) from None
+    except MediaError as exc:
+        raise HTTPException(422, str(exc)) from None
 
 
 class Services:
@@ -98,7 +133,8 @@ class Services:
         self._audio: Any = None
         self._audio_lock = threading.Lock()
         self.jobs = JobManager(config.jobs_dir, config.max_queued_jobs, model=config.model, voice=self.voice_of_video,
-                               thread_init=self._one_omp_thread)
+                               thread_init=self._one_omp_thread, keep_hours=config.keep_jobs_hours,
+                               max_disk_bytes=int(config.max_jobs_disk_gb * GB))
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a CPU-bound call in the worker pool."""
@@ -171,13 +207,28 @@ class Services:
         return result
 
 
-def _job_or_404(services: Services, job_id: str) -> Any:
+def owner_of(request: Request) -> str | None:
+    """The owner id of a request (a hash of its token; None when the server runs without tokens)."""
+    return request.scope.get(OWNER_KEY)
+
+
+def visible(services: Services, job: Any, owner: str | None) -> bool:
+    """True when ``owner`` may see ``job``: always without tokens, else only the creator's token."""
+    return not services.config.tokens or job.owner == owner
+
+
+def _job_or_404(services: Services, job_id: str, owner: str | None = None) -> Any:
     if not valid_job_id(job_id):
         raise HTTPException(404, f"no such job: {job_id[:60]!r} (job ids are UUIDs)")
+    missing = HTTPException(404, f"no such job: {job_id} (finished jobs are removed after "
+                                 f"{services.config.keep_jobs_hours:g} hours, or when the jobs folder is full)")
     try:
-        return services.jobs.get(job_id)
+        job = services.jobs.get(job_id)
     except KeyError:
-        raise HTTPException(404, f"no such job: {job_id} (finished jobs are kept until deleted)") from None
+        raise missing from None
+    if not visible(services, job, owner):
+        raise missing
+    return job
 
 
 def _int_field(fields: dict[str, str], name: str, lo: int, hi: int) -> int | None:
@@ -193,27 +244,42 @@ def _int_field(fields: dict[str, str], name: str, lo: int, hi: int) -> int | Non
     return number
 
 
+#: Limits of the integer job options (inclusive), used by the validation and the OpenAPI schema.
+INT_OPTIONS = {"every": (1, 1000), "max_frames": (1, 10_000_000), "detect_every": (1, 100)}
+MAX_FPS = 1000.0
+SMOOTHING = ("ema", "window", "none")
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
 def job_options(fields: dict[str, str]) -> dict:
     """Video options from the upload form: ``every``, ``max_frames``, ``detect_every``, ``fps``,
-    ``smooth``, ``annotate`` (validated; 422 on bad values)."""
+    ``smooth``, ``annotate`` (validated; 422 on bad values, NaN and infinities included)."""
     from emolens.video import VideoOptions
 
     opts: dict[str, Any] = {}
-    for name, hi in (("every", 1000), ("max_frames", 10_000_000), ("detect_every", 100)):
-        if (value := _int_field(fields, name, 1, hi)) is not None:
+    for name, (lo, hi) in INT_OPTIONS.items():
+        if (value := _int_field(fields, name, lo, hi)) is not None:
             opts[name] = value
-    if fields.get("fps", "").strip():
+    if (text := fields.get("fps", "").strip()):
         try:
-            opts["fps"] = float(fields["fps"])
+            fps = float(text)
         except ValueError:
-            raise HTTPException(422, "fps must be a number") from None
-    if fields.get("smooth", "").strip():
-        opts["smooth"] = fields["smooth"].strip()
+            raise HTTPException(422, f"fps must be a number, got {text[:20]!r}") from None
+        if not math.isfinite(fps) or not 0 < fps <= MAX_FPS:
+            raise HTTPException(422, f"fps must be a finite number above 0 and at most {MAX_FPS:g}, got {text[:20]!r}")
+        opts["fps"] = fps
+    if (smooth := fields.get("smooth", "").strip()):
+        if smooth not in SMOOTHING:
+            raise HTTPException(422, f"smooth must be one of {', '.join(SMOOTHING)}, got {smooth[:20]!r}")
+        opts["smooth"] = smooth
     try:
         VideoOptions(**opts)
     except (ValueError, TypeError) as exc:
         raise HTTPException(422, str(exc)) from None
-    opts["annotate"] = fields.get("annotate", "true").strip().lower() not in ("0", "false", "no", "off")
+    annotate = fields.get("annotate", "true").strip().lower() or "true"
+    if annotate not in TRUE_WORDS + FALSE_WORDS:
+        raise HTTPException(422, f"annotate must be true or false, got {annotate[:20]!r}")
+    opts["annotate"] = annotate in TRUE_WORDS
     return opts
 
 
@@ -226,14 +292,42 @@ def _upload_doc(kind: str, extra: dict | None = None) -> dict:
     }}}
 
 
-ERRORS = {code: {"description": text, "content": {"application/json": {"example": {"detail": text}}}}
-          for code, text in ((413, "upload too large"), (415, "wrong file type"), (422, "corrupt or unreadable"))}
+ERROR_SCHEMA = {"type": "object", "required": ["detail"], "properties": {
+    "detail": {"type": "string"},
+    "id": {"type": "string", "description": "500 only: the id under which the server logged the error"}}}
+ERROR_TEXT = {
+    400: "bad request: a Host name this server does not serve (--allowed-hosts), a malformed body, "
+         "or a file in a form field other than `file`",
+    401: "an access token is missing or wrong (the server runs with --token)",
+    403: "cross-origin request refused: its Origin is neither this server nor one of --allowed-origins",
+    404: "no such job (or it belongs to another token)",
+    408: "the request body stopped arriving (the server closes such requests after a few seconds)",
+    409: "the job has not finished (or failed)",
+    413: "upload too large",
+    415: "wrong file type (declared or detected from the content)",
+    422: "invalid parameter, or a corrupt or unreadable file",
+    500: "internal error: logged on the server; the answer carries only its `id`",
+    501: "not available in this build",
+    503: "the job queue is full, or the speech model is not installed",
+    507: "no room for the upload in the jobs folder (--max-jobs-disk-gb)",
+}
+READ, WRITE, UPLOAD = (400, 401, 500), (400, 401, 403, 500), (400, 401, 403, 408, 413, 415, 422, 500)
+
+
+def errors(*codes: int) -> dict:
+    """OpenAPI ``responses`` of these error codes (JSON ``{"detail": message}``)."""
+    return {code: {"description": ERROR_TEXT[code], "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+            for code in sorted(set(codes))}
+
+
 JOB_FIELDS = {
-    "every": {"type": "integer", "minimum": 1, "description": "analyse every N-th frame"},
-    "max_frames": {"type": "integer", "minimum": 1, "description": "stop after this many analysed frames"},
-    "detect_every": {"type": "integer", "minimum": 1, "description": "detect faces every N analysed frames"},
-    "fps": {"type": "number", "description": "analyse at most F frames per second (instead of every)"},
-    "smooth": {"type": "string", "enum": ["ema", "window", "none"]},
+    **{name: {"type": "integer", "minimum": lo, "maximum": hi, "description": text}
+       for (name, (lo, hi)), text in zip(INT_OPTIONS.items(), ("analyse every N-th frame",
+                                                                 "stop after this many analysed frames",
+                                                                 "detect faces every N analysed frames"))},
+    "fps": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_FPS,
+            "description": "analyse at most F frames per second (instead of every); a finite number"},
+    "smooth": {"type": "string", "enum": list(SMOOTHING)},
     "annotate": {"type": "boolean", "default": True, "description": "write the annotated MP4"},
 }
 
@@ -247,6 +341,8 @@ def create_app(config: ServerConfig | None = None, analyzer: Any = None) -> Fast
     config = config or ServerConfig()
     from emolens import __version__
 
+    tokens = [t for t in config.tokens if t]
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
         services = app.state.services = await anyio.to_thread.run_sync(Services, config, analyzer)
@@ -259,35 +355,45 @@ def create_app(config: ServerConfig | None = None, analyzer: Any = None) -> Fast
     app = FastAPI(title="emolens", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Emotion recognition from faces (photos, videos, live frames) and voices. "
                               "Errors are JSON: `{\"detail\": message}`.")
+    app.state.config = config
     _docs(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(HideInternalErrors)
+    app.add_middleware(AccessGuard, allowed_hosts=config.hosts(), allowed_origins=config.allowed_origins,
+                       tokens=tokens)
+    if tokens:
+        _document_tokens(app)
 
     def svc(request: Request | WebSocket) -> Services:
         return request.app.state.services
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = [f"{'.'.join(str(x) for x in e.get('loc', ())[1:]) or 'request'}: {e.get('msg', 'invalid')}"
+                 for e in exc.errors()]
+        return JSONResponse({"detail": "; ".join(parts)[:500] or "invalid request"}, status_code=422)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
-    @app.get("/api/health", tags=["info"])
+    @app.get("/api/health", tags=["info"], responses=errors(*READ))
     async def health(request: Request) -> dict:
-        """Liveness and what this server can do (features, limits, job counts)."""
+        """Liveness and what this server can do (features, limits, counts of your jobs)."""
         s = svc(request)
         code, message = s.audio_status()
-        jobs = s.jobs.list()
+        jobs = [j for j in s.jobs.list() if visible(s, j, owner_of(request))]
         c = config
         return {"status": "ok", "version": __version__, "labels": list(s.analyzer.model.labels),
                 "features": {"image": True, "live": True, "video": s.video_status()[0] == 200, "audio": code == 200},
                 "audio_message": None if code == 200 else message,
                 "limits": {"image_bytes": c.max_image_bytes, "audio_bytes": c.max_audio_bytes,
-                           "video_bytes": c.max_video_bytes, "frame_bytes": c.max_frame_bytes},
+                           "video_bytes": c.max_video_bytes, "frame_bytes": c.max_frame_bytes,
+                           "jobs_disk_bytes": int(c.max_jobs_disk_gb * GB), "keep_jobs_hours": c.keep_jobs_hours},
+                "token_required": bool(tokens),
                 "jobs": {st: sum(j.status == st for j in jobs) for st in ("queued", "running", "done", "failed")}}
 
-    @app.post("/api/image", tags=["photo"], openapi_extra=_upload_doc("image"), responses=ERRORS)
+    @app.post("/api/image", tags=["photo"], openapi_extra=_upload_doc("image"), responses=errors(*UPLOAD))
     async def analyze_image(request: Request) -> dict:
         """Every face in a photo: the JSON of ``emolens image`` for one file
         (``{"path", "faces": [{"box", "score", "label", "probs"}], "error"}``) plus ``size`` [w, h]."""
@@ -300,7 +406,9 @@ def create_app(config: ServerConfig | None = None, analyzer: Any = None) -> Fast
                 "time_ms": round(1000 * (time.perf_counter() - t0), 1)}
 
     @app.post("/api/image/annotated", tags=["photo"], openapi_extra=_upload_doc("image"),
-              responses={200: {"content": {"image/jpeg": {}}}, **ERRORS}, response_class=Response)
+              responses={200: {"description": "the annotated photo",
+                               "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}},
+                         **errors(*UPLOAD)}, response_class=Response)
     async def annotate_image(request: Request) -> Response:
         """The photo with boxes, labels and probability bars drawn on it (JPEG)."""
         import cv2
@@ -318,8 +426,7 @@ def create_app(config: ServerConfig | None = None, analyzer: Any = None) -> Fast
         return Response((await s.run(work)).tobytes(), media_type="image/jpeg")
 
     @app.post("/api/audio", tags=["audio"], openapi_extra=_upload_doc("audio (or video)"),
-              responses={501: {"description": "speech module missing"}, 503: {"description": "no speech model"},
-                         **ERRORS})
+              responses=errors(*UPLOAD, 501, 503, 507))
     async def analyze_audio(request: Request) -> dict:
         """Emotion in speech: the JSON of ``emolens audio`` for one file
         (``{"path", "label", "probs", "segments": [{"start_s", "end_s", "label", "probs"}], "error"}``)."""
@@ -327,85 +434,99 @@ def create_app(config: ServerConfig | None = None, analyzer: Any = None) -> Fast
         code, message = s.audio_status()
         if code != 200:
             raise HTTPException(code, message)
+        need = declared_size(request, config.max_audio_bytes)
         job_id, folder = s.jobs.new_folder()  # a scratch job folder, removed when the answer is ready
         try:
+            await _reserve(s, job_id, need)
             upload = await receive_upload(request, config.max_audio_bytes, folder / "upload.part")
             check_kind(upload, "audio")
             path = upload.path.rename(folder / f"input{upload.suffix}")  # type: ignore[union-attr]
             result = await s.run(s.analyze_audio, path, upload.filename)
         finally:
+            s.jobs.release(job_id)
             shutil.rmtree(folder, ignore_errors=True)
         if result.get("error"):
             raise HTTPException(422, result["error"])
         return result
 
     @app.post("/api/jobs", tags=["video"], status_code=202, openapi_extra=_upload_doc("video", JOB_FIELDS),
-              responses={503: {"description": "job queue full"}, **ERRORS})
+              responses=errors(*UPLOAD, 501, 503, 507))
     async def create_job(request: Request) -> dict:
         """Queue a video for analysis; poll ``GET /api/jobs/{id}`` for progress, then fetch the result."""
-        from emolens.media import MediaError, VideoSource
+        from emolens.media import MediaError, MediaTooLarge, VideoSource
 
         s = svc(request)
         code, message = s.video_status()
         if code != 200:
             raise HTTPException(code, message)
+        need = declared_size(request, config.max_video_bytes)
         job_id, folder = s.jobs.new_folder()
         try:
+            await _reserve(s, job_id, need)
             upload: Upload = await receive_upload(request, config.max_video_bytes, folder / "upload.part")
             check_kind(upload, "video")
             options = job_options(upload.fields)
             path = upload.path.rename(folder / f"input{upload.suffix}")  # type: ignore[union-attr]
 
-            def probe() -> Any:
-                with VideoSource(path, threaded=False) as src:
+            def probe() -> Any:  # refuses frames above the limit from the metadata, before decoding
+                with VideoSource(path, threaded=False, max_pixels=config.max_video_pixels) as src:
                     return src.info
 
             try:
                 info = await s.run(probe)
             except MediaError as exc:
-                raise HTTPException(422, str(exc).replace(str(path), upload.filename)) from None
+                status = 413 if isinstance(exc, MediaTooLarge) else 422
+                raise HTTPException(status, str(exc).replace(str(path), upload.filename)) from None
+            if config.max_video_pixels != DEFAULT_MAX_VIDEO_PIXELS:  # the job's decoder keeps the same limit
+                options["max_video_pixels"] = config.max_video_pixels
             total = expected_frames(info.frame_count, info.duration_s, info.fps, options)
             try:
-                job = s.jobs.submit(job_id, upload.filename, path.name, options, total)
+                job = s.jobs.submit(job_id, upload.filename, path.name, options, total, owner=owner_of(request))
             except OverflowError as exc:
                 raise HTTPException(503, str(exc)) from None
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
+        finally:
+            s.jobs.release(job_id)
         return job.public()
 
-    @app.get("/api/jobs", tags=["video"])
+    @app.get("/api/jobs", tags=["video"], responses=errors(*READ))
     async def list_jobs(request: Request) -> list[dict]:
-        """Every job kept on this server, newest first."""
-        return [j.public() for j in svc(request).jobs.list()]
+        """The jobs kept on this server (with tokens on: the jobs of your token), newest first."""
+        s = svc(request)
+        return [j.public() for j in s.jobs.list() if visible(s, j, owner_of(request))]
 
-    @app.get("/api/jobs/{job_id}", tags=["video"], responses={404: {"description": "unknown job"}})
+    @app.get("/api/jobs/{job_id}", tags=["video"], responses=errors(*READ, 404, 422))
     async def get_job(request: Request, job_id: str) -> dict:
         """Status and progress (frames done / total) of a job, with links to its results."""
-        return _job_or_404(svc(request), job_id).public()
+        return _job_or_404(svc(request), job_id, owner_of(request)).public()
 
     def _finished(request: Request, job_id: str) -> Any:
-        job = _job_or_404(svc(request), job_id)
+        job = _job_or_404(svc(request), job_id, owner_of(request))
         if job.status != "done":
             what = f"failed: {job.error}" if job.status == "failed" else f"is {job.status}"
             raise HTTPException(409, f"job {job_id} {what}; results exist only for finished jobs")
         return job
 
-    @app.get("/api/jobs/{job_id}/result", tags=["video"], responses={404: {}, 409: {"description": "not done"}})
+    @app.get("/api/jobs/{job_id}/result", tags=["video"], responses=errors(*READ, 404, 409, 422))
     async def job_result(request: Request, job_id: str) -> dict:
         """The video summary: tracks with per-track decisions, the fused video decision
         (``label_sum``, ``label_vote``), and the voice of the sound track when a speech model exists."""
         job = _finished(request, job_id)
         return await anyio.to_thread.run_sync(svc(request).jobs.summary, job)
 
-    @app.get("/api/jobs/{job_id}/timeline", tags=["video"], responses={404: {}})
+    @app.get("/api/jobs/{job_id}/timeline", tags=["video"], responses=errors(*READ, 404, 422))
     async def job_timeline(request: Request, job_id: str) -> dict:
         """Per-person (track) emotion probabilities over time, for charts (also while running)."""
         s = svc(request)
-        return await anyio.to_thread.run_sync(s.jobs.timeline, _job_or_404(s, job_id))
+        return await anyio.to_thread.run_sync(s.jobs.timeline, _job_or_404(s, job_id, owner_of(request)))
 
     @app.get("/api/jobs/{job_id}/files/{name}", tags=["video"], response_class=FileResponse,
-             responses={404: {}, 409: {}})
+             responses={200: {"description": "the file", "content": {
+                 media: {"schema": {} if media == "application/json" else {"type": "string"}}
+                 for _, media in RESULT_FILES.values()}},
+                 **errors(*READ, 404, 409, 422)})
     async def job_file(request: Request, job_id: str,
                        name: Literal["frames.csv", "summary.json", "annotated.mp4"]) -> FileResponse:
         """Download a result: the per-frame CSV, the summary JSON or the annotated MP4."""
@@ -417,11 +538,11 @@ def create_app(config: ServerConfig | None = None, analyzer: Any = None) -> Fast
         return FileResponse(path, media_type=RESULT_FILES[name][1], filename=f"{stem}.{name}")
 
     @app.delete("/api/jobs/{job_id}", tags=["video"], status_code=204, response_class=Response,
-                responses={404: {}})
+                responses=errors(*WRITE, 404, 422))
     async def delete_job(request: Request, job_id: str) -> Response:
         """Delete a job and its folder (a running job is stopped first)."""
         s = svc(request)
-        _job_or_404(s, job_id)
+        _job_or_404(s, job_id, owner_of(request))
         try:
             await anyio.to_thread.run_sync(s.jobs.delete, job_id)
         except KeyError:
@@ -437,6 +558,62 @@ def create_app(config: ServerConfig | None = None, analyzer: Any = None) -> Fast
         await live_session(ws, svc(ws))
 
     return app
+
+
+async def _reserve(s: Services, job_id: str, nbytes: int) -> None:
+    """Book ``nbytes`` of the jobs folder's quota for an upload; 507 when it does not fit."""
+    try:
+        await anyio.to_thread.run_sync(s.jobs.reserve, job_id, nbytes)
+    except QuotaError as exc:
+        raise HTTPException(507, str(exc)) from None
+
+
+class HideInternalErrors:
+    """ASGI middleware: an unexpected exception is logged with a short id and answered
+    ``500 {"detail": "internal error", "id": id}`` (no library internals in the answer)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            error_id = uuid.uuid4().hex[:8]
+            log.exception("internal error %s on %s %s", error_id, scope.get("method"), scope.get("path"))
+            if started:  # too late for an answer: uvicorn closes the connection
+                raise
+            await JSONResponse({"detail": "internal error", "id": error_id}, status_code=500)(scope, receive, send)
+
+
+def _document_tokens(app: FastAPI) -> None:
+    """Declare the access token in the OpenAPI schema (bearer or ``X-Emolens-Token``)."""
+    from fastapi.openapi.utils import get_openapi
+
+    def schema() -> dict:
+        if app.openapi_schema is None:
+            spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            spec.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "header": {"type": "apiKey", "in": "header", "name": "X-Emolens-Token"}}
+            for path, item in spec.get("paths", {}).items():
+                if path.startswith("/api/"):
+                    for operation in item.values():
+                        operation["security"] = [{"bearer": []}, {"header": []}]
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = schema  # type: ignore[method-assign]
 
 
 async def live_session(ws: WebSocket, s: Services) -> None:
@@ -483,8 +660,12 @@ async def live_session(ws: WebSocket, s: Services) -> None:
             t0 = time.perf_counter()
             try:
                 faces, size = await s.run(s.analyze_bytes, data)
-            except HTTPException as exc:
+            except HTTPException as exc:  # too large (checked from the header) or unreadable
                 await send({"seq": seq, "error": exc.detail})
+                continue
+            except Exception:  # any other failure ends this frame only, never the session
+                logging.getLogger("emolens.server").exception("live frame %d failed", seq)
+                await send({"seq": seq, "error": "this frame could not be analysed (internal error)"})
                 continue
             await send({"seq": seq, "faces": [f.to_dict() for f in faces], "size": list(size),
                         "ms": round(1000 * (time.perf_counter() - t0), 1), "dropped": stats["dropped"]})
@@ -534,12 +715,35 @@ def _docs(app: FastAPI) -> None:
 # ------------------------------------------------------------------------------------- running
 
 
-def serve(config: ServerConfig | None = None, host: str = "127.0.0.1", port: int = 8000,
-          log_level: str = "info") -> None:
-    """Run the app with uvicorn until Ctrl-C."""
+def uvicorn_config(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> Any:
+    """uvicorn settings of the app (its :class:`ServerConfig` in ``app.state.config``):
+
+    - ``timeout_keep_alive`` = ``keep_alive_s`` (5 s): an idle keep-alive connection is closed;
+    - the h11 protocol with two timers (:func:`~emolens.server.security.timed_h11_protocol`): the
+      headers of a request must arrive within ``header_timeout_s`` (10 s, counted from the first
+      byte, or from the connection when it sends nothing), and a body may pause at most
+      ``body_timeout_s`` (10 s); a half-sent request gets 408 and its connection is closed;
+    - ``h11_max_incomplete_event_size`` 16 KiB (request line + headers), ``ws_max_size`` 16 MB,
+      WebSocket pings every 20 s (closed when unanswered for 20 s).
+    """
     import uvicorn
 
-    uvicorn.run(create_app(config), host=host, port=port, log_level=log_level, ws_max_size=16 * MB)
+    config: ServerConfig = getattr(app.state, "config", None) or ServerConfig()
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, ws_max_size=16 * MB, lifespan="on",
+                          http=timed_h11_protocol(config.header_timeout_s, config.body_timeout_s),
+                          timeout_keep_alive=config.keep_alive_s, h11_max_incomplete_event_size=16 * 1024,
+                          ws_ping_interval=20.0, ws_ping_timeout=20.0)
+
+
+def serve(config: ServerConfig | None = None, host: str = "127.0.0.1", port: int = 8000,
+          log_level: str = "info") -> None:
+    """Run the app with uvicorn until Ctrl-C (the settings of :func:`uvicorn_config`)."""
+    import uvicorn
+
+    config = config or ServerConfig()
+    config.host = host
+    redact_tokens_in_logs()
+    uvicorn.Server(uvicorn_config(create_app(config), host=host, port=port, log_level=log_level)).run()
 
 
 @contextmanager
@@ -548,8 +752,7 @@ def running_server(app: FastAPI, host: str = "127.0.0.1", port: int = 0, timeout
     and stops the server on exit. For tests and benchmarks."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", ws_max_size=16 * MB,
-                                           lifespan="on"))
+    server = uvicorn.Server(uvicorn_config(app, host=host, port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="emolens-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout

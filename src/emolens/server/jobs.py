@@ -3,7 +3,13 @@
 Layout: ``<jobs_dir>/<uuid>/job.json`` (state), ``input<.ext>`` (the upload) and ``out/``
 (``video.frames.csv``, ``video.summary.json``, ``video.annotated.mp4`` written by
 :meth:`emolens.video.VideoAnalyzer.run`). Job ids are random UUIDs; every lookup validates the
-id before it touches the disk, so no request can name a path outside the jobs folder.
+id before it touches the disk, so no request can name a path outside the jobs folder. Job
+folders are private to the server's user (0700, files 0600).
+
+Retention: finished jobs older than ``keep_hours`` are removed, and while the jobs folder holds
+more than ``max_disk_bytes`` (all jobs, uploads in progress included) the oldest finished jobs
+go first; this runs at startup, every minute, after each job and before each new upload, and
+:meth:`JobManager.reserve` refuses an upload that would not fit (:class:`QuotaError`).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import queue
 import re
 import shutil
@@ -31,8 +38,65 @@ RESULT_FILES = {
 }
 
 
+FINISHED = ("done", "failed")
+PRUNE_INTERVAL_S = 60.0
+GB = 1_000_000_000
+
+
 class JobCancelled(Exception):
     """Raised inside a running job when it was deleted."""
+
+
+class QuotaError(Exception):
+    """An upload would take the jobs folder past its disk quota."""
+
+
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` (one level) readable by this user only (0700)."""
+    path.mkdir(mode=0o700)
+    os.chmod(path, 0o700)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` (created 0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def make_private(folder: Path) -> None:
+    """Folders 0700 and files 0600 in and below ``folder`` (what other code wrote with the umask)."""
+    try:
+        os.chmod(folder, 0o700)
+        for root, dirs, files in os.walk(folder):
+            for name in dirs:
+                os.chmod(os.path.join(root, name), 0o700)
+            for name in files:
+                path = os.path.join(root, name)
+                if not os.path.islink(path):
+                    os.chmod(path, 0o600)
+    except OSError:
+        pass  # removed meanwhile
+
+
+def human_size(nbytes: float) -> str:
+    """``1.23 GB``, ``45.6 MB`` or ``7.8 kB``."""
+    for unit, size in (("GB", GB), ("MB", 1_000_000)):
+        if nbytes >= size:
+            return f"{nbytes / size:.2f} {unit}" if unit == "GB" else f"{nbytes / size:.1f} {unit}"
+    return f"{nbytes / 1000:.1f} kB"
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the files in and below ``folder`` (0 when it is gone)."""
+    total = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
 
 
 def valid_job_id(job_id: str) -> bool:
@@ -56,6 +120,7 @@ class Job:
     frames_total: int | None = None
     error: str | None = None
     voice: dict | None = None
+    owner: str | None = None  #: hash of the access token that created the job (None: tokens off)
     cancel: bool = field(default=False, repr=False)
 
     def public(self) -> dict:
@@ -67,7 +132,7 @@ class Job:
             fraction = round(min(1.0, self.frames_done / total), 4)
         else:
             fraction = None
-        d = {k: v for k, v in asdict(self).items() if k not in ("cancel", "input_name")}
+        d = {k: v for k, v in asdict(self).items() if k not in ("cancel", "input_name", "owner")}
         d["progress"] = {"frames_done": self.frames_done, "frames_total": total, "fraction": fraction}
         base = f"/api/jobs/{self.id}"
         d["links"] = {"self": base, "result": f"{base}/result", "timeline": f"{base}/timeline",
@@ -92,16 +157,24 @@ class JobManager:
     """Owns ``root`` (the jobs folder) and a worker thread that runs queued video jobs one at a time.
 
     ``voice(path)`` (optional) returns the speech-emotion result dict of a video's sound track;
-    ``thread_init()`` (optional) runs first in the worker thread.
+    ``thread_init()`` (optional) runs first in the worker thread. ``keep_hours``: finished jobs
+    older than this are removed (0: no age limit); ``max_disk_bytes``: quota of the jobs folder
+    (0: none).
     """
 
     def __init__(self, root: str | Path, max_queued: int = 16,
                  voice: Callable[[Path], dict | None] | None = None,
-                 thread_init: Callable[[], None] | None = None, model: str = "default") -> None:
+                 thread_init: Callable[[], None] | None = None, model: str = "default",
+                 keep_hours: float = 24.0, max_disk_bytes: int = 5 * GB) -> None:
         self.model = model
         self.root = Path(root).expanduser().resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.root.is_dir():
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.max_queued = max_queued
+        self.keep_hours = keep_hours
+        self.max_disk_bytes = max_disk_bytes
+        self.reserved: dict[str, int] = {}  #: job id -> bytes an upload in progress may still write
+        self._last_prune = 0.0
         self.voice = voice
         self.thread_init = thread_init
         self.jobs: dict[str, Job] = {}
@@ -110,6 +183,7 @@ class JobManager:
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
         self._load()
+        self.prune()
 
     # -- folders and state ------------------------------------------------------------------------
     def folder(self, job_id: str) -> Path:
@@ -119,10 +193,10 @@ class JobManager:
         return self.root / job_id
 
     def new_folder(self) -> tuple[str, Path]:
-        """A fresh random job id and its (created) folder."""
+        """A fresh random job id and its (created, private) folder."""
         job_id = str(uuid.uuid4())
         path = self.folder(job_id)
-        path.mkdir()
+        make_private_dir(path)
         return job_id, path
 
     def _save(self, job: Job) -> None:
@@ -131,7 +205,7 @@ class JobManager:
             return
         data = {k: v for k, v in asdict(job).items() if k != "cancel"}
         tmp = path.with_name("job.json.tmp")
-        tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+        write_private(tmp, json.dumps(data, indent=1, allow_nan=False))  # standard JSON only (no NaN/Infinity)
         tmp.replace(path)
 
     def _load(self) -> None:
@@ -149,6 +223,7 @@ class JobManager:
                 job = Job(**{k: v for k, v in data.items() if k in Job.__dataclass_fields__})
             except (ValueError, TypeError, OSError):
                 continue
+            make_private(path)  # folders of older versions were 0755/0644
             if job.status == "running":
                 job.status, job.error, job.finished = "failed", "the server stopped while this job ran", time.time()
                 self._save(job)
@@ -157,13 +232,13 @@ class JobManager:
                 self.queue.put(job.id)
 
     def submit(self, job_id: str, filename: str, input_name: str, options: dict,
-               frames_total: int | None = None) -> Job:
+               frames_total: int | None = None, owner: str | None = None) -> Job:
         """Queue a job whose input is already in its folder. Raises OverflowError when the queue is full."""
         with self.lock:
             waiting = sum(j.status == "queued" for j in self.jobs.values())
             if waiting >= self.max_queued:
                 raise OverflowError(f"{waiting} video jobs are waiting already; try again later")
-            job = Job(job_id, filename, input_name, options, frames_total=frames_total)
+            job = Job(job_id, filename, input_name, options, frames_total=frames_total, owner=owner)
             self.jobs[job_id] = job
             self._save(job)
         self.queue.put(job_id)
@@ -178,6 +253,61 @@ class JobManager:
         """All jobs, newest first."""
         with self.lock:
             return sorted(self.jobs.values(), key=lambda j: -j.created)
+
+    # -- retention and quota ----------------------------------------------------------------------
+    def disk_usage(self) -> dict[str, int]:
+        """Bytes on disk per job folder (every job folder, uploads in progress included)."""
+        usage = {}
+        for path in self.root.iterdir():
+            if path.is_dir() and valid_job_id(path.name):
+                usage[path.name] = folder_bytes(path)
+        return usage
+
+    def prune(self, now: float | None = None, room: int = 0) -> list[str]:
+        """Remove finished jobs older than ``keep_hours``, then the oldest finished jobs while the
+        folder holds more than ``max_disk_bytes`` less ``room`` (uploads in progress count with what
+        they may still write). Returns the removed job ids."""
+        now = time.time() if now is None else now
+        self._last_prune = time.monotonic()
+        usage = self.disk_usage()
+        removed = []
+        with self.lock:
+            finished = sorted((j for j in self.jobs.values() if j.status in FINISHED),
+                              key=lambda j: j.finished or j.created)
+            total = sum(usage.values()) + sum(self.reserved.values())
+            for job in finished:
+                too_old = self.keep_hours > 0 and now - (job.finished or job.created) > self.keep_hours * 3600
+                over = self.max_disk_bytes > 0 and total + room > self.max_disk_bytes
+                if not (too_old or over):
+                    continue
+                del self.jobs[job.id]
+                removed.append(job.id)
+                total -= usage.get(job.id, 0)
+        for job_id in removed:
+            shutil.rmtree(self.folder(job_id), ignore_errors=True)
+        return removed
+
+    def reserve(self, job_id: str, nbytes: int) -> None:
+        """Book room for an upload of up to ``nbytes`` into ``job_id``'s folder (after :meth:`prune`);
+        raises :class:`QuotaError` when it does not fit. :meth:`release` ends the booking."""
+        self.prune(room=nbytes)
+        if self.max_disk_bytes <= 0:
+            return
+        used = sum(self.disk_usage().values())
+        with self.lock:
+            booked = sum(self.reserved.values())
+            if used + booked + nbytes > self.max_disk_bytes:
+                raise QuotaError(
+                    f"not enough room for this upload: the jobs folder holds {human_size(used + booked)} of the "
+                    f"{human_size(self.max_disk_bytes)} allowed (emolens serve --max-jobs-disk-gb) and this upload "
+                    f"may need {human_size(nbytes)}; finished jobs are removed oldest first, but the rest are "
+                    "queued, running or still uploading: delete jobs (DELETE /api/jobs/{id}) or try again later")
+            self.reserved[job_id] = nbytes
+
+    def release(self, job_id: str) -> None:
+        """End the booking of :meth:`reserve` (the upload is on disk now, or gone)."""
+        with self.lock:
+            self.reserved.pop(job_id, None)
 
     def delete(self, job_id: str) -> None:
         """Forget a job and remove its folder (a running job stops at its next frame, then goes)."""
@@ -214,6 +344,8 @@ class JobManager:
         if self.thread_init is not None:
             self.thread_init()
         while not self.stopping.is_set():
+            if time.monotonic() - self._last_prune > PRUNE_INTERVAL_S:
+                self.prune()
             try:
                 job_id = self.queue.get(timeout=0.2)
             except queue.Empty:
@@ -237,12 +369,16 @@ class JobManager:
             if deleted:
                 shutil.rmtree(self.folder(job.id), ignore_errors=True)
             else:
+                make_private(self.folder(job.id))
                 self._save(job)
+                self.prune()
 
     def _run(self, job: Job) -> None:
         from emolens.video import VideoAnalyzer, VideoOptions
 
         folder = self.folder(job.id)
+        if not (folder / "out").is_dir():
+            make_private_dir(folder / "out")
         options = dict(job.options)
         annotate = bool(options.pop("annotate", True))
         analyzer = VideoAnalyzer(VideoOptions(**options), self.model)

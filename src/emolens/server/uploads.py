@@ -7,10 +7,12 @@ uploaded file name is kept only as text for display; it is never used as a path.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import HTTPException, Request
+from starlette.requests import ClientDisconnect
 
 MAX_FIELD_BYTES = 1000
 MAX_FIELDS = 20
@@ -60,7 +62,9 @@ class _Sink:
         self.limit, self.path, self.size = limit, path, 0
         self.buffer = bytearray()
         self.head = b""
-        self.file = open(path, "wb") if path is not None else None  # noqa: SIM115
+        # created 0600: an upload is readable by the server's user only
+        self.file = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") \
+            if path is not None else None
         self.too_large = False
 
     def write(self, data: bytes) -> None:
@@ -86,16 +90,27 @@ def _too_large(limit: int) -> HTTPException:
     return HTTPException(413, f"upload too large: the limit is {limit / 1e6:.1f} MB")
 
 
+def declared_size(request: Request, limit: int) -> int:
+    """Bytes the request's body may bring: its ``Content-Length``, or ``limit`` (plus the multipart
+    overhead) when it declares none; 413 when it declares more than that."""
+    try:
+        declared = int(request.headers.get("content-length") or 0)
+    except ValueError:
+        raise HTTPException(400, "Content-Length is not a number") from None
+    if declared > limit + MULTIPART_OVERHEAD:
+        raise _too_large(limit)
+    return declared if declared > 0 else limit + MULTIPART_OVERHEAD
+
+
 async def receive_upload(request: Request, limit: int, dest: Path | None = None, field_name: str = "file") -> Upload:
     """Read one file from ``request``: ``multipart/form-data`` (field ``file`` plus small text
     fields) or a raw body whose ``Content-Type`` is the file's type (name from ``?filename=``).
 
     The file goes to memory, or to ``dest`` when given (the caller removes it on error).
-    Raises 413 past ``limit`` bytes, 400 for a malformed body or a missing file field.
+    Raises 413 past ``limit`` bytes, 400 for a malformed body, a missing file field or a file in
+    another field, 408 when the body stops arriving (the server's timeout closed the connection).
     """
-    declared = int(request.headers.get("content-length") or 0)
-    if declared > limit + MULTIPART_OVERHEAD:
-        raise _too_large(limit)
+    declared_size(request, limit)
     ctype = request.headers.get("content-type", "")
     sink = _Sink(limit, dest)
     try:
@@ -107,6 +122,8 @@ async def receive_upload(request: Request, limit: int, dest: Path | None = None,
                 sink.write(chunk)
                 if sink.too_large:
                     raise _too_large(limit)
+    except ClientDisconnect:
+        raise HTTPException(408, "the request body stopped arriving (timeout or client disconnected)") from None
     finally:
         sink.close()
     upload.size, upload.head, upload.path = sink.size, sink.head, dest
@@ -143,6 +160,11 @@ async def _read_multipart(request: Request, ctype: str, sink: _Sink, field_name:
             ptype = state["headers"].get("content-type", "").split(";")[0].strip().lower()
             state["file"] = Upload(display_name(opts[b"filename"].decode("utf-8", "replace")), ptype)
             state["name"] = ("file", name)
+        elif b"filename" in opts or name == field_name:  # a file in another field, or a second file
+            what = f"a second {field_name!r}" if name == field_name else f"a file in the field {name[:40]!r}"
+            state["error"] = state["error"] or HTTPException(
+                400, f"{what}: send exactly one file, in the form field named {field_name!r}")
+            state["name"] = ("skip", name)
         else:
             state["name"] = ("field", name)
         state["value"] = b""
@@ -151,10 +173,13 @@ async def _read_multipart(request: Request, ctype: str, sink: _Sink, field_name:
         kind, _ = state["name"]
         if kind == "file":
             sink.write(data[start:end])
+        elif kind == "skip":
+            return
         elif len(state["value"]) + end - start <= MAX_FIELD_BYTES:
             state["value"] += data[start:end]
         else:
-            state["error"] = HTTPException(413, f"form field too long (limit {MAX_FIELD_BYTES} bytes)")
+            state["error"] = state["error"] or HTTPException(
+                400, f"form field {state['name'][1][:40]!r} too long (limit {MAX_FIELD_BYTES} bytes)")
 
     def on_part_end() -> None:
         kind, name = state["name"] or ("field", "")
@@ -178,6 +203,8 @@ async def _read_multipart(request: Request, ctype: str, sink: _Sink, field_name:
         parser.finalize()
     except HTTPException:
         raise
+    except ClientDisconnect:
+        raise HTTPException(408, "the request body stopped arriving (timeout or client disconnected)") from None
     except Exception as exc:  # noqa: BLE001  (python-multipart raises its own errors on malformed bodies)
         raise HTTPException(400, f"malformed multipart body: {exc}") from None
     upload = state["file"]

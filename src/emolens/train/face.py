@@ -189,6 +189,7 @@ def train_face(cfg: FaceTrainConfig, resume: bool = False) -> dict:
     k = len(classes)
     weights = torch.tensor(class_weights(np.bincount(train.labels, minlength=k), cfg.balance), dtype=torch.float32)
 
+    teacher = load_teacher_logits(cfg.teacher_logits, len(train)) if cfg.teacher_logits else None
     history: list[dict] = []
     best_acc, start_epoch = -1.0, 0
     last = out / "last.pt"
@@ -198,7 +199,8 @@ def train_face(cfg: FaceTrainConfig, resume: bool = False) -> dict:
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.1,
+        opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
+        pct_start=min(0.5, max(0.1, 2.5 / (cfg.epochs * steps_per_epoch))),  # at least 2 warm-up steps on tiny data
         anneal_strategy="cos", div_factor=10, final_div_factor=100,
     )
     if resume and last.is_file():
@@ -214,7 +216,6 @@ def train_face(cfg: FaceTrainConfig, resume: bool = False) -> dict:
                 sched.step()
         print(f"resumed from {last} at epoch {start_epoch}")
 
-    teacher = load_teacher_logits(cfg.teacher_logits, len(train)) if cfg.teacher_logits else None
     images = torch.from_numpy(train.images).unsqueeze(1)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     for epoch in range(start_epoch, cfg.epochs):

@@ -46,7 +46,8 @@ def export_onnx(
     )
     if weights == "int8":
         store_int8(path)
-    store_fp16(path)
+    if weights != "fp32":
+        store_fp16(path)
     if labels is not None:
         embed_metadata(path, model_metadata(labels, side))
 
@@ -123,6 +124,24 @@ def store_int8(path: str | Path, min_size: int = 4096) -> None:
     onnx.save(model, str(path))
 
 
+def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: np.ndarray) -> None:
+    """Static int8 quantization (onnxruntime QDQ: per-channel int8 weights, uint8 activations
+    calibrated on ``calibration`` faces ``uint8 (N, 44, 44)``): the integer kernels onnxruntime
+    runs with VNNI on CPUs that have it."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{"faces": calibration[i: i + 64, None].astype(np.float32)}
+                                 for i in range(0, len(calibration), 64)])
+
+        def get_next(self) -> dict | None:
+            return next(self.batches, None)
+
+    quantize_static(str(fp32_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+
+
 def load_checkpoint(path: str | Path, num_classes: int) -> nn.Module:
     """A :class:`FaceNet` from a ``best.pt`` (train face) or ``teacher_*.pt`` (GPU recipe) file;
     the width is read from the weights."""
@@ -147,21 +166,34 @@ def _choose(candidates: dict[str, nn.Module], ttas: tuple[str, ...], images: np.
 
 
 def _report(net: nn.Module, tta: str, splits: dict, out: Path, metrics: dict, weights: str = "fp16") -> dict:
+    """Export the chosen network, then report the exported ONNX itself (as shipped: int8 and
+    float16 storage included) on PublicTest and, once, on PrivateTest."""
+    from emolens.expression import ExpressionModel
     from emolens.metrics import classification_report, plot_confusion
 
     classes = tuple(splits["Training"].classes)
+    path = out / "face_expression.onnx"
+    if weights == "qdq":
+        fp32 = out / "face_expression.fp32.onnx"
+        export_onnx(net, fp32, tta=tta, labels=classes, weights="fp32")
+        calibration = splits["Training"].images[:: max(1, len(splits["Training"]) // 512)][:512]
+        off = (calibration.shape[-1] - CROP) // 2
+        quantize_int8(fp32, path, calibration if tta == "tencrop" else calibration[:, off:off + CROP, off:off + CROP])
+        embed_metadata(path, model_metadata(classes, 48 if tta == "tencrop" else CROP))
+        fp32.unlink()
+    else:
+        export_onnx(net, path, tta=tta, labels=classes, weights=weights)
+    model = ExpressionModel(path)
     for split_name in ("PublicTest", "PrivateTest"):
         split = splits[split_name]
-        pred = predict(net, split.images, torch.device("cpu"), tta=tta).argmax(1)
-        metrics[split_name] = classification_report(split.labels, pred, classes)
-    export_onnx(net, out / "face_expression.onnx", tta=tta, labels=classes, weights=weights)
+        metrics[split_name] = classification_report(split.labels, model.predict(split.images).argmax(1), classes)
     metrics["weights"] = weights
     plot_confusion(metrics["PrivateTest"], out / "confusion.png", title="PrivateTest")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     best = max(metrics["tta"]["PublicTest_accuracy"].values())
     print(f"chose {'+'.join(metrics['tta']['ensemble_members'])} with {tta} averaging (PublicTest {best:.4f} among "
-          f"{len(metrics['tta']['PublicTest_accuracy'])} candidates); "
-          f"PrivateTest {metrics['PrivateTest']['accuracy']:.4f}")
+          f"{len(metrics['tta']['PublicTest_accuracy'])} candidates; exported: "
+          f"{metrics['PublicTest']['accuracy']:.4f}); PrivateTest {metrics['PrivateTest']['accuracy']:.4f}")
     return metrics
 
 
@@ -213,13 +245,16 @@ def view_logits(net: nn.Module, images: np.ndarray, tta: str, batch: int = 256) 
 def export_ensemble(
     checkpoints: list[str | Path], out: str | Path, data: str, ferplus: str | None = None,
     ttas: tuple[str, ...] = ("flip", "tencrop"), recipe: str = "", command: str = "", weights: str = "int8",
+    max_members: int = 0,
 ) -> dict:
     """Turn checkpoints into one ONNX model in ``out`` (``face_expression.onnx`` + ``metrics.json``).
 
     Candidates: every non-empty subset of the checkpoints (logits averaged), with each averaging in
     ``ttas``; the best PublicTest accuracy wins (ties: fewer members, then the cheaper averaging)
     and only that one is reported on PrivateTest. ``recipe``/``command`` are recorded for the model
-    card; ``weights``: storage (``int8``/``fp16``).
+    card; ``weights``: ``int8`` or ``fp16`` weight storage (float32 compute), ``fp32``, or ``qdq``
+    (static int8 quantization: integer kernels, for speed); ``max_members``: largest ensemble
+    considered (0: all).
     """
     from itertools import combinations
 
@@ -227,11 +262,15 @@ def export_ensemble(
     out.mkdir(parents=True, exist_ok=True)
     splits = load_face_data(data, ferplus)
     k = len(splits["Training"].classes)
-    nets = {Path(p).stem: load_checkpoint(p, k) for p in checkpoints}
+    stems = [Path(p).stem for p in checkpoints]
+    names = [s if stems.count(s) == 1 else f"{Path(p).parent.name}/{s}" for s, p in zip(stems, checkpoints)]
+    if len(set(names)) != len(names):
+        raise ValueError("give each checkpoint only once")
+    nets = {name: load_checkpoint(p, k) for name, p in zip(names, checkpoints)}
     val = splits["PublicTest"]
     logits = {(n, t): view_logits(net, val.images, t) for n, net in nets.items() for t in ttas}
     scores: dict[str, float] = {}
-    for size in range(1, len(nets) + 1):
+    for size in range(1, (max_members or len(nets)) + 1):
         for members in combinations(nets, size):
             for t in ttas:
                 mean = np.mean([logits[(m, t)] for m in members], 0)
@@ -275,7 +314,8 @@ def ship_face_model(run_dir: str | Path, name: str = "default", models_dir: str 
     """Copy a finished run's ONNX into the package as ``face_<name>.onnx`` with its model card.
 
     The card (JSON + markdown) records the data, recipe and commands, the PublicTest/PrivateTest
-    metrics from the run's ``metrics.json``, faces/s measured here and the file's sha256.
+    metrics from the run's ``metrics.json``, faces/s measured here and the file's sha256; the run
+    folder's ``NOTES.md``, if any, becomes the card's training history.
     """
     from emolens.expression import MODELS_DIR
     from emolens.metrics import format_report
@@ -311,7 +351,8 @@ def ship_face_model(run_dir: str | Path, name: str = "default", models_dir: str 
         "PrivateTest": {k: metrics["PrivateTest"][k] for k in ("accuracy", "macro_f1", "per_class")},
     }
     (dest / f"face_{name}.json").write_text(json.dumps(card, indent=2) + "\n")
-    recipe = metrics.get("recipe") or _train_recipe(cfg)
+    recipe = metrics.get("recipe") or (_train_recipe(cfg) if "weight_decay" in cfg else
+                                       "logit average of the checkpoints " + ", ".join(cfg.get("checkpoints", [])))
     soft = "; FER+ vote distributions as soft targets" if cfg.get("ferplus") else ""
     md = f"""# Model card: face_{name}.onnx (`--model {name}`)
 
@@ -351,13 +392,15 @@ Facial-expression classifier shipped with emolens ({len(card["labels"])} FER2013
 {format_report(metrics["PrivateTest"])}
 ```
 
-## Limits
+{{history}}## Limits
 
 FER2013 is 48x48 grayscale web images, mostly frontal, with noisy labels (human accuracy is
 about 65%); `disgust` has only 436 training images and is the weakest class. Faces in
 photos/videos are aligned to FER2013's framing from 5 landmarks before classification;
 strongly turned or occluded faces are less reliable. Research use: FER2013's terms apply.
 """
+    notes = run / "NOTES.md"  # the run's own account of how it was made (e.g. what was tried and dropped)
+    md = md.replace("{history}", f"## Training history\n\n{notes.read_text().strip()}\n\n" if notes.is_file() else "")
     (dest / f"face_{name}.md").write_text(md)
     print(f"shipped {onnx_path} ({_class_line(metrics['PrivateTest'])} on PrivateTest; {fps:,.0f} faces/s)")
     return onnx_path
@@ -410,7 +453,8 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--data", default="../shared/data/fer2013/fer2013.csv.xz")
     e.add_argument("--ferplus", default=None)
     e.add_argument("--tta", nargs="+", default=["flip", "tencrop"], choices=["none", "flip", "tencrop"])
-    e.add_argument("--weights", default="int8", choices=["int8", "fp16"])
+    e.add_argument("--weights", default="int8", choices=["int8", "fp16", "fp32", "qdq"])
+    e.add_argument("--max-members", type=int, default=0, help="largest ensemble considered (0: all)")
     e.add_argument("--recipe", default="", help="training recipe text for the model card")
     e.add_argument("--threads", type=int, default=0)
     s = sub.add_parser("ship", help="copy a run's ONNX into the package as face_NAME.onnx with its model card")
@@ -421,9 +465,10 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     if args.cmd == "ensemble":
         command = "python -m emolens.train.face_export ensemble " + " ".join(
-            [*args.checkpoints, "--out", args.out, "--tta", *args.tta, "--weights", args.weights])
+            [*args.checkpoints, "--out", args.out, "--tta", *args.tta, "--weights", args.weights]
+            + (["--max-members", str(args.max_members)] if args.max_members else []))
         export_ensemble(args.checkpoints, args.out, args.data, args.ferplus, tuple(args.tta), args.recipe,
-                        command, args.weights)
+                        command, args.weights, args.max_members)
     else:
         ship_face_model(args.run, args.name)
 

@@ -25,6 +25,47 @@ async function apiError(resp) {
   }
 }
 
+// A server started with --token answers 401 without it: the page asks once, keeps it in
+// localStorage and sends it as X-Emolens-Token (the live WebSocket: ?token=).
+const TOKEN_KEY = "emolens.token";
+let tokenPrompt = null;
+const storedToken = () => { try { return localStorage.getItem(TOKEN_KEY) || ""; } catch (e) { return ""; } };
+
+function withToken(opts = {}) {
+  const token = storedToken();
+  return token ? { ...opts, headers: { ...(opts.headers || {}), "X-Emolens-Token": token } } : opts;
+}
+
+function askToken() {
+  if (!tokenPrompt) {
+    tokenPrompt = Promise.resolve().then(() => {
+      const token = (window.prompt("This emolens server needs its access token:") || "").trim();
+      if (token) localStorage.setItem(TOKEN_KEY, token);
+      return token;
+    });
+  }
+  return tokenPrompt;
+}
+
+async function api(url, opts = {}) {
+  let resp = await fetch(url, withToken(opts));
+  if (resp.status === 401) {
+    if (await askToken()) resp = await fetch(url, withToken(opts));
+    if (resp.status === 401) {  // still refused: forget the token so that the next try asks again
+      localStorage.removeItem(TOKEN_KEY);
+      tokenPrompt = null;
+    }
+  }
+  return resp;
+}
+
+// A URL an <a>/<video> can load: the API URL itself, or (with a token) a blob fetched with it.
+async function loadableUrl(url) {
+  if (!storedToken()) return url;
+  const resp = await api(url);
+  return resp.ok ? URL.createObjectURL(await resp.blob()) : url;
+}
+
 function sortedProbs(probs) {
   return Object.entries(probs || {}).sort((a, b) => b[1] - a[1]);
 }
@@ -146,7 +187,7 @@ async function upload(url, file, fields = {}) {
   const form = new FormData();
   form.append("file", file, file.name);
   for (const [k, v] of Object.entries(fields)) if (v !== "" && v != null) form.append(k, v);
-  const resp = await fetch(url, { method: "POST", body: form });
+  const resp = await api(url, { method: "POST", body: form });
   if (!resp.ok) throw new Error(`${resp.status}: ${await apiError(resp)}`);
   return resp.json();
 }
@@ -241,7 +282,7 @@ async function startVideo(file) {
 }
 
 async function poll(id) {
-  const resp = await fetch(`/api/jobs/${id}`);
+  const resp = await api(`/api/jobs/${id}`);
   if (!resp.ok) { setStatus(await apiError(resp), true); showResult("video", "error"); return; }
   const job = state.job = await resp.json();
   const p = job.progress;
@@ -258,7 +299,7 @@ async function poll(id) {
 
 async function showVideo(job) {
   const [summary, timeline] = await Promise.all(
-    [`/api/jobs/${job.id}/result`, `/api/jobs/${job.id}/timeline`].map((u) => fetch(u).then((r) => r.json())));
+    [`/api/jobs/${job.id}/result`, `/api/jobs/${job.id}/timeline`].map((u) => api(u).then((r) => r.json())));
   state.last = { summary, timeline };
   // the fused face+voice decision (equal to the face decision when there is no speech)
   const decision = summary.label_fused || summary.label_sum;
@@ -273,13 +314,13 @@ async function showVideo(job) {
   links.innerHTML = "";
   for (const [name, url] of Object.entries(summary.outputs || {})) {
     const a = document.createElement("a");
-    a.href = url;
+    a.href = await loadableUrl(url);
     a.textContent = `download ${name}`;
     a.setAttribute("download", "");
     links.appendChild(a);
   }
   const video = $("annotated");
-  if (summary.outputs && summary.outputs["annotated.mp4"]) video.src = summary.outputs["annotated.mp4"];
+  if (summary.outputs && summary.outputs["annotated.mp4"]) video.src = await loadableUrl(summary.outputs["annotated.mp4"]);
   $("video-done").hidden = false;
   showResult("video", "done");
   setStatus(`video done: ${summary.tracks.length} person(s), decision ${decision || "none"}`);
@@ -329,7 +370,7 @@ function drawTimeline(canvas, timeline, summary) {
 $("job-delete").addEventListener("click", async () => {
   if (!state.job) return;
   stopPolling();
-  const resp = await fetch(`/api/jobs/${state.job.id}`, { method: "DELETE" });
+  const resp = await api(`/api/jobs/${state.job.id}`, { method: "DELETE" });
   setStatus(resp.ok ? `job ${state.job.id} deleted` : await apiError(resp), !resp.ok);
   $("job-delete").hidden = true;
   $("video-done").hidden = true;
@@ -352,7 +393,9 @@ async function startLive() {
   video.srcObject = stream;
   await video.play();
   const proto = location.protocol === "https:" ? "wss" : "ws";
-  const ws = new WebSocket(`${proto}://${location.host}/api/live`);
+  await api("/api/health").catch(() => null);  // asks for the token first when the server needs one
+  const token = storedToken();
+  const ws = new WebSocket(`${proto}://${location.host}/api/live${token ? `?token=${encodeURIComponent(token)}` : ""}`);
   ws.binaryType = "arraybuffer";
   live = { stream, ws, video, inflight: 0, frameId: 0, sentId: 0, faces: [], size: [1, 1], times: [], grab: document.createElement("canvas") };
   Object.assign(state.live, { results: 0, faces: 0, dropped: 0, fps: 0, errors: 0, running: true });
@@ -447,7 +490,7 @@ function stopLive() {
 $("live-start").addEventListener("click", startLive);
 $("live-stop").addEventListener("click", () => { stopLive(); setStatus("stopped", false, $("live-status")); });
 
-fetch("/api/health").then((r) => r.json()).then((h) => {
+api("/api/health").then((r) => r.json()).then((h) => {
   state.health = h;
   $("health").textContent = `v${h.version}` + (h.features.audio ? "" : " · audio unavailable");
   $("health").title = h.audio_message || "";

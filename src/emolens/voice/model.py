@@ -1,0 +1,198 @@
+"""The speech-emotion model (ONNX, run with onnxruntime; torch is only needed to train)."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from emolens.labels import RAVDESS8
+from emolens.voice.features import (
+    FeatureParams,
+    eval_windows,
+    functionals,
+    log_mel,
+    mfcc_features,
+    normalize,
+    trim_bounds,
+)
+
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+DEFAULT_SPEECH_MODEL = MODELS_DIR / "speech_emotion.onnx"
+
+def _session(path: Path, threads: int | None = None):  # noqa: ANN202
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+class SpeechEmotionModel:
+    """The speech-emotion classifier (onnxruntime only; torch is not needed).
+
+    Reads its labels and feature parameters from the JSON next to the ONNX file, so a model
+    trained with other settings (or the MFCC baseline) runs through the same code.
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None, threads: int | None = None) -> None:
+        import json
+
+        self.path = Path(path) if path else DEFAULT_SPEECH_MODEL
+        if not self.path.is_file():
+            raise FileNotFoundError(f"speech emotion model not found: {self.path}")
+        card = self.path.with_suffix(".json")
+        self.meta: dict = json.loads(card.read_text()) if card.is_file() else {}
+        self.labels: tuple[str, ...] = tuple(self.meta.get("labels", RAVDESS8))
+        known = set(FeatureParams.__dataclass_fields__)
+        self.params = FeatureParams(**{k: v for k, v in self.meta.get("feature_params", {}).items() if k in known})
+        model = self.meta.get("model")
+        self.kind: str = model if model in ("mfcc", "functionals") else "cnn"
+        self.session = _session(self.path, threads)
+        self.input_name = self.session.get_inputs()[0].name
+        self.normalizer: SpeakerNormalizer | None = None
+        if self.kind == "functionals":
+            norm = self.meta["normalization"]
+            self.columns = np.asarray(norm["columns"], dtype=np.int64)
+            self.n_mfcc = int(self.meta.get("n_mfcc", 20))
+            self.normalizer = SpeakerNormalizer(np.asarray(norm["mean"]), np.asarray(norm["std"]),
+                                                float(norm.get("prior", 8.0)))
+        self.partner: SpeechEmotionModel | None = None  # ensemble member (the log-mel CNN), see combine()
+        self.partner_weight = 0.0
+        ens = self.meta.get("ensemble")
+        if ens:
+            self.partner = SpeechEmotionModel(self.path.parent / ens["model"], threads)
+            self.partner_weight = float(ens.get("weight", 0.5))
+            if self.partner.labels != self.labels:
+                raise ValueError(f"ensemble member {ens['model']} has labels {self.partner.labels}, not {self.labels}")
+
+    def combine(self, probs: np.ndarray, partner: np.ndarray | None) -> np.ndarray:
+        """Ensemble: weighted geometric mean of this model's and the partner's probabilities
+        (``probs`` alone when there is no partner)."""
+        if partner is None or self.partner is None:
+            return probs
+        w = self.partner_weight
+        z = (1 - w) * np.log(np.clip(probs, 1e-7, 1)) + w * np.log(np.clip(partner, 1e-7, 1))
+        e = np.exp(z - z.max(axis=-1, keepdims=True))
+        return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+    def raw_features(self, audio: np.ndarray, trim: bool = True) -> np.ndarray:
+        """Un-normalised functionals ``(D,)`` the model reads (``functionals`` models only)."""
+        return functionals(audio, self.params, self.n_mfcc, trim)[self.columns]
+
+    def predict_features(self, raw: np.ndarray, speaker: object = None, update: bool = True) -> np.ndarray:
+        """Probabilities ``(N, classes)`` for raw functionals ``(N, D)`` of one ``speaker``: each
+        row is normalised with that speaker's statistics accumulated so far (itself included);
+        ``speaker=None`` normalises with the global training statistics only."""
+        assert self.normalizer is not None
+        raw = np.atleast_2d(np.asarray(raw, dtype=np.float64))
+        rows = []
+        for x in raw:  # speaker None: nobody to accumulate for, the global statistics are used
+            fresh = update and speaker is not None
+            rows.append(self.normalizer(x, speaker) if fresh else self.normalizer.normalize(x, speaker))
+        return self.predict_windows(np.stack(rows)) if rows else np.zeros((0, len(self.labels)), np.float32)
+
+    def predict_windows(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Probabilities ``(N, classes)`` for model inputs ``(N, frames, bins)``."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if len(x) == 0:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        out = [self.session.run(None, {self.input_name: x[i: i + batch_size]})[0] for i in range(0, len(x), batch_size)]
+        return np.concatenate(out).astype(np.float32)
+
+    def segment_windows(self, audio: np.ndarray, trim: bool = True) -> np.ndarray:
+        """Model-input windows of one segment of 16 kHz audio (log-mel, trimmed, normalised)."""
+        db = log_mel(audio, self.params)
+        if trim:
+            s, e = trim_bounds(db, self.params.trim_db)
+            db = db[s:e]
+        feats = mfcc_features(db, self.params.n_mfcc) if self.kind == "mfcc" else normalize(db)
+        return eval_windows(feats, self.params.window_frames)
+
+    def predict_audio(self, audio: np.ndarray, trim: bool = True, speaker: object = None) -> np.ndarray:
+        """Probabilities ``(classes,)`` for one utterance (16 kHz mono float): window-averaged
+        for the CNN; for a functionals model normalised with ``speaker``'s running statistics."""
+        if self.kind == "functionals":
+            p = self.predict_features(self.raw_features(audio, trim), speaker)[0]
+            return self.combine(p, self.partner.predict_audio(audio, trim) if self.partner is not None else None)
+        return self.predict_windows(self.segment_windows(audio, trim)).mean(axis=0)
+
+    def predict_segments(self, segments: list[np.ndarray], speaker: object = None) -> np.ndarray:
+        """Probabilities ``(len(segments), classes)`` (CNN: all windows run in one batch;
+        functionals: segments of ``speaker`` in order, statistics accumulated online)."""
+        if not segments:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        if self.kind == "functionals":
+            raw = np.stack([self.raw_features(a) for a in segments])
+            if speaker is not None:
+                self.normalizer.update(raw, speaker)  # type: ignore[union-attr]
+            probs = self.predict_features(raw, speaker, update=False)
+            return self.combine(probs, self.partner.predict_segments(segments) if self.partner is not None else None)
+        wins = [self.segment_windows(a) for a in segments]
+        probs = self.predict_windows(np.concatenate(wins))
+        bounds = np.cumsum([0] + [len(w) for w in wins])
+        return np.stack([probs[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
+
+
+@lru_cache(maxsize=4)
+def default_speech_model(path: str | None = None, threads: int | None = None) -> SpeechEmotionModel:
+    """A shared :class:`SpeechEmotionModel` (loaded once per process)."""
+    return SpeechEmotionModel(path, threads)
+
+
+
+
+class SpeakerNormalizer:
+    """Per-speaker feature normalisation accumulated online (one state per tracked person).
+
+    Each speaker's running mean and variance of the raw feature vectors are shrunk towards the
+    global (training) statistics with ``prior`` pseudo-observations, so the first utterance of a
+    new person is normalised almost globally and later ones more and more by that person's own
+    statistics (which removes voice, microphone and room). :meth:`__call__` adds the utterance
+    to its speaker's statistics first, then normalises it.
+    """
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray, prior: float = 8.0) -> None:
+        self.mean = np.asarray(mean, dtype=np.float64)
+        self.var = np.asarray(std, dtype=np.float64) ** 2
+        self.prior = float(prior)
+        self._n: dict[object, int] = {}
+        self._sum: dict[object, np.ndarray] = {}
+        self._sq: dict[object, np.ndarray] = {}
+
+    def update(self, x: np.ndarray, speaker: object = None) -> None:
+        """Add raw feature vectors ``(D,)`` or ``(N, D)`` to ``speaker``'s statistics."""
+        x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+        self._n[speaker] = self._n.get(speaker, 0) + len(x)
+        self._sum[speaker] = self._sum.get(speaker, 0.0) + x.sum(0)
+        self._sq[speaker] = self._sq.get(speaker, 0.0) + (x * x).sum(0)
+
+    def stats(self, speaker: object = None) -> tuple[np.ndarray, np.ndarray]:
+        """Shrunk ``(mean, std)`` of ``speaker`` (the global ones for an unknown speaker)."""
+        return shrunk_stats(self._n.get(speaker, 0), self._sum.get(speaker, 0.0), self._sq.get(speaker, 0.0),
+                            self.mean, self.var, self.prior)
+
+    def normalize(self, x: np.ndarray, speaker: object = None) -> np.ndarray:
+        """``(x - mean) / std`` with ``speaker``'s current statistics (no update)."""
+        mean, std = self.stats(speaker)
+        return ((np.asarray(x, dtype=np.float64) - mean) / std).astype(np.float32)
+
+    def __call__(self, x: np.ndarray, speaker: object = None) -> np.ndarray:
+        """Update ``speaker``'s statistics with ``x``, then normalise ``x`` with them."""
+        self.update(x, speaker)
+        return self.normalize(x, speaker)
+
+
+def shrunk_stats(n: int, total: np.ndarray | float, sq: np.ndarray | float, mean: np.ndarray, var: np.ndarray,
+                 prior: float) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std of ``n`` observations (sum ``total``, sum of squares ``sq``) shrunk towards
+    ``mean``/``var`` with ``prior`` pseudo-observations."""
+    w = n + prior
+    m = (np.asarray(total, dtype=np.float64) + prior * mean) / w
+    ex2 = (np.asarray(sq, dtype=np.float64) + prior * (var + mean * mean)) / w
+    return m, np.sqrt(np.maximum(ex2 - m * m, 1e-8 * (var + 1e-12)) + 1e-12)

@@ -1,0 +1,124 @@
+"""From checkpoints to shipped models: distillation, ensembles, int8 storage, model cards, the GPU recipe
+(all on a tiny synthetic FER2013-format csv, on CPU)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from emolens.expression import META_KEY, ExpressionModel  # noqa: E402
+from emolens.labels import FER7  # noqa: E402
+
+
+def fer_csv(path: Path, per_split: dict[str, int] | None = None) -> Path:
+    """A FER2013-format csv whose classes are learnable (a class-dependent bright band)."""
+    rng = np.random.default_rng(0)
+    rows = ["emotion,pixels,Usage"]
+    for usage, n in (per_split or {"Training": 140, "PublicTest": 35, "PrivateTest": 35}).items():
+        for i in range(n):
+            k = i % 7
+            img = rng.integers(0, 60, (48, 48))
+            img[4 + 6 * k: 10 + 6 * k] = 220
+            rows.append(f"{k},{' '.join(map(str, img.reshape(-1)))},{usage}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def _cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("export")
+    csv = fer_csv(root / "fer.csv")
+    runs = {}
+    for seed in (0, 1):
+        out = root / f"run{seed}"
+        proc = _cli("-m", "emolens.cli", "train", "face", "--data", str(csv), "--out", str(out), "--epochs", "2",
+                    "--width", "8", "--batch-size", "32", "--seed", str(seed))
+        assert proc.returncode == 0, proc.stderr
+        runs[seed] = out
+    return {"root": root, "csv": csv, "runs": runs}
+
+
+def test_distillation_from_teacher_logits(tiny: dict) -> None:
+    teacher = np.random.default_rng(1).normal(0, 1, (2, 140, 7)).astype(np.float16)
+    npz = tiny["root"] / "logits.npz"
+    np.savez(npz, train=teacher)
+    out = tiny["root"] / "student"
+    proc = _cli("-m", "emolens.cli", "train", "face", "--data", str(tiny["csv"]), "--out", str(out), "--epochs", "1",
+                "--width", "8", "--batch-size", "32", "--teacher-logits", str(npz), "--tta", "none")
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["teacher_logits"] == str(npz) and metrics["tta"]["choice"] == "none"
+    model = ExpressionModel(out / "face_expression.onnx")
+    assert model.labels == FER7 and model.crop == 44
+    np.savez(npz, train=teacher[:, :100])  # logits that do not match the data: a clear error
+    proc = _cli("-m", "emolens.cli", "train", "face", "--data", str(tiny["csv"]), "--out", str(out / "bad"),
+                "--epochs", "1", "--width", "8", "--teacher-logits", str(npz))
+    assert proc.returncode == 2 and "expected (140, classes)" in proc.stderr
+
+
+def test_ensemble_export_chooses_on_publictest_and_ships_a_card(tiny: dict, tmp_path: Path) -> None:
+    from emolens.train.face_export import ship_face_model
+
+    out = tmp_path / "ens"
+    ckpts = [str(tiny["runs"][s] / "best.pt") for s in (0, 1)]
+    proc = _cli("-m", "emolens.train.face_export", "ensemble", *ckpts, "--out", str(out), "--data", str(tiny["csv"]),
+                "--tta", "none", "flip", "--weights", "int8")
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    scores = metrics["tta"]["PublicTest_accuracy"]
+    assert len(scores) == 3 * 2  # {best0, best1, both} x {none, flip}
+    assert max(scores.values()) == pytest.approx(metrics["PublicTest"]["accuracy"], abs=1e-9)
+    model = ExpressionModel(out / "face_expression.onnx")
+    assert json.loads(model.session.get_modelmeta().custom_metadata_map[META_KEY])["labels"] == list(FER7)
+    models = tmp_path / "models"
+    models.mkdir()
+    path = ship_face_model(out, "tiny", models)
+    card = json.loads((models / "face_tiny.json").read_text())
+    assert path.name == "face_tiny.onnx" and card["faces_per_second"]["value"] > 0
+    assert {"accuracy", "macro_f1", "per_class"} <= set(card["PrivateTest"])
+    md = (models / "face_tiny.md").read_text()
+    assert "recall disgust" in md and "face_export ensemble" in md
+
+
+def test_int8_weight_storage_is_small_and_faithful(tiny: dict, tmp_path: Path) -> None:
+    from emolens.train.face_export import export_onnx, load_checkpoint
+
+    net = load_checkpoint(tiny["runs"][0] / "best.pt", 7)
+    faces = np.random.default_rng(0).integers(0, 255, (16, 48, 48)).astype(np.uint8)
+    probs = {}
+    for w in ("fp32", "fp16", "int8"):
+        export_onnx(net, tmp_path / f"{w}.onnx", tta="flip", labels=FER7, weights=w)
+        probs[w] = ExpressionModel(tmp_path / f"{w}.onnx").predict(faces)
+    size = {w: (tmp_path / f"{w}.onnx").stat().st_size for w in probs}
+    assert size["int8"] < 0.6 * size["fp16"] < 0.6 * size["fp32"]
+    assert np.abs(probs["fp16"] - probs["fp32"]).max() < 1e-2
+    assert np.abs(probs["int8"] - probs["fp32"]).max() < 5e-2
+
+
+def test_gpu_recipe_runs_end_to_end_on_cpu(tmp_path: Path) -> None:
+    csv = fer_csv(tmp_path / "fer.csv")
+    pack = tmp_path / "fer.npz"
+    proc = _cli("-m", "emolens.train.face_gpu", "pack", "--data", str(csv), "--out", str(pack))
+    assert proc.returncode == 0, proc.stderr
+    with np.load(pack) as z:
+        assert set(z["split"].tolist()) == {0, 1}  # Training and PublicTest only: PrivateTest is never packed
+    out = tmp_path / "out"
+    proc = _cli("-m", "emolens.train.face_gpu", "run", "--pack", str(pack), "--out", str(out), "--deadline", "40",
+                "--margin", "8", "--teachers", "2", "--teacher-width", "8", "--student-widths", "8", "--device", "cpu",
+                timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["teachers"]) == {"teacher_0", "teacher_1"} and summary["students"]
+    with np.load(out / "logits.npz") as z:
+        assert z["train"].shape == (2, 140, 7)

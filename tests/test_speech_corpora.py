@@ -1,0 +1,192 @@
+"""Multi-corpus speech: corpus readers, functionals, masked training, LOCO splits, per-speaker
+normalisation and the shipped functionals model (real data in ../shared, skipped without it)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emolens.datasets import SPEECH_CORPORA, load_emodb, load_speech_corpora, load_turev, load_urdu
+from emolens.labels import RAVDESS8
+from emolens.media import load_audio
+from emolens.voice import DEFAULT_SPEECH_MODEL, SpeakerNormalizer, SpeechEmotionModel, functional_names, functionals
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def need(path: Path) -> Path:
+    """``path``, or skip the test when ../shared is absent."""
+    if not path.exists():
+        pytest.skip(f"needs {path} (the ../shared data folder next to the repo)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def corpora():
+    need(DATA / "emodb_speech")
+    return load_speech_corpora(DATA)
+
+
+def names(data) -> Counter:
+    return Counter(RAVDESS8[k] for k in data.labels)
+
+
+# ----------------------------------------------------------------------------- readers
+
+
+def test_emodb_reader_counts() -> None:
+    d = load_emodb(need(DATA / "emodb_speech"))
+    assert len(d) == 535 - 81  # boredom dropped, never mapped onto another class
+    assert names(d) == {"angry": 127, "disgust": 46, "fear": 69, "happy": 71, "sad": 62, "neutral": 79}
+    per = Counter(d.speakers.tolist())
+    assert len(per) == 10 and per["03"] == 49 - 5 and per["16"] == 71 - 14
+    assert d.corpus_classes["emodb"] == SPEECH_CORPORA["emodb"]
+
+
+def test_urdu_reader_counts() -> None:
+    d = load_urdu(need(DATA / "urdu_speech"))
+    assert len(d) == 400 and set(names(d).values()) == {100}
+    per = Counter(d.speakers.tolist())
+    assert len(per) == 29 and per["SM4"] == 48 and per["SM5"] == 80
+
+
+def test_turev_reader_counts() -> None:
+    d = load_turev(need(DATA / "turev_speech"))
+    assert len(d) == 1735
+    assert names(d) == {"angry": 487, "calm": 408, "happy": 357, "sad": 483}
+    per = Counter(d.speakers.tolist())
+    assert per == {"1157": 150, "1234": 328, "1358": 328, "1984": 328, "6783": 328, "7895": 273}
+
+
+def test_combined_corpora_keep_speakers_and_label_subsets_apart(corpora) -> None:
+    assert Counter(corpora.corpora.tolist()) == {"ravdess": 1440, "emodb": 454, "urdu": 400, "turev": 1735}
+    speakers = {c: {s for s, k in zip(corpora.speakers, corpora.corpora) if k == c} for c in SPEECH_CORPORA}
+    for a in speakers:
+        for b in speakers:
+            assert a == b or speakers[a].isdisjoint(speakers[b])
+    mask = corpora.class_mask()
+    assert mask[np.arange(len(corpora)), corpora.labels].all()  # every label is inside its corpus's mask
+    turev = corpora.corpora == "turev"
+    assert not mask[turev][:, RAVDESS8.index("neutral")].any() and mask[turev][:, RAVDESS8.index("calm")].all()
+
+
+# ----------------------------------------------------------------------------- splits and training
+
+
+def test_loco_splits_never_leak_a_corpus(corpora) -> None:
+    pytest.importorskip("torch")
+    from emolens.train.speech_multi import loco_split
+
+    for corpus in SPEECH_CORPORA:
+        train, test, classes = loco_split(corpora, corpus)
+        assert corpus not in set(corpora.corpora[train].tolist())
+        assert set(corpora.corpora[test].tolist()) == {corpus}
+        assert np.intersect1d(train, test).size == 0
+        assert np.intersect1d(corpora.speakers[train], corpora.speakers[test]).size == 0
+        assert {RAVDESS8[k] for k in corpora.labels[test]} == set(classes)
+    assert "surprise" not in loco_split(corpora, "ravdess")[2]  # no other corpus labels surprise
+
+
+def test_masked_training_on_a_tiny_subset(corpora) -> None:
+    torch = pytest.importorskip("torch")
+    from emolens.train.speech_multi import MultiConfig, balanced_weights, fit, masked_log_softmax
+
+    rng = np.random.default_rng(0)
+    idx = np.concatenate([rng.choice(np.flatnonzero(corpora.corpora == c), 12, replace=False) for c in SPEECH_CORPORA])
+    sub = corpora.subset(idx)
+    x = np.stack([functionals(load_audio(p)) for p in sub.paths])
+    x = (x - x.mean(0)) / (x.std(0) + 1e-6)
+    mask = sub.class_mask()
+    net = fit(x, sub.labels, mask, balanced_weights(sub.labels, sub.corpora), MultiConfig(epochs=150, hidden=32))
+    logits = net(torch.from_numpy(x.astype(np.float32)))
+    logp = masked_log_softmax(logits, torch.from_numpy(mask))
+    assert torch.isinf(logp[~torch.from_numpy(mask)]).all()  # classes a corpus lacks are never scored
+    assert float((logp.argmax(1).numpy() == sub.labels).mean()) > 0.8  # it can fit its training data
+    # the loss of a TurEV item gives no gradient to classes TurEV does not label
+    i = int(np.flatnonzero(sub.corpora == "turev")[0])
+    z = logits[i: i + 1].detach().clone().requires_grad_(True)
+    loss = -masked_log_softmax(z, torch.from_numpy(mask[i: i + 1]))[0, sub.labels[i]]
+    loss.backward()
+    assert torch.all(z.grad[0, ~torch.from_numpy(mask[i])] == 0)
+
+
+def test_balanced_weights_give_every_corpus_the_same_total(corpora) -> None:
+    pytest.importorskip("torch")
+    from emolens.train.speech_multi import balanced_weights
+
+    w = balanced_weights(corpora.labels, corpora.corpora)
+    totals = [w[corpora.corpora == c].sum() for c in SPEECH_CORPORA]
+    assert np.allclose(totals, totals[0])
+
+
+# ----------------------------------------------------------------------------- features and normalisation
+
+
+def test_functionals_pitch_and_shape() -> None:
+    sr = 16000
+    t = np.arange(sr) / sr
+    low, high = functionals(0.3 * np.sin(2 * np.pi * 120 * t)), functionals(0.3 * np.sin(2 * np.pi * 240 * t))
+    n = functional_names()
+    assert low.shape == (len(n),) and np.isfinite(low).all()
+    f0 = n.index("f0st_p50")
+    assert high[f0] - low[f0] == pytest.approx(12.0, abs=0.5)  # one octave = 12 semitones
+    assert low[n.index("voiced_ratio")] > 0.9
+
+
+def test_speaker_normalizer_accumulates_online() -> None:
+    rng = np.random.default_rng(0)
+    norm = SpeakerNormalizer(np.zeros(3), np.ones(3), prior=4.0)
+    first = norm(np.array([5.0, 5.0, 5.0]), "a")
+    assert np.all(first > 0) and np.all(first < 5)  # one utterance: mostly the global statistics
+    for _ in range(200):
+        norm.update(rng.normal(5.0, 2.0, 3), "a")
+    z = norm.normalize(np.array([5.0, 5.0, 5.0]), "a")
+    assert np.all(np.abs(z) < 0.3)  # many utterances: the speaker's own mean
+    assert np.allclose(norm.normalize(np.ones(3), "b"), 1.0)  # an unknown speaker: global
+
+
+# ----------------------------------------------------------------------------- the shipped model
+
+
+def test_shipped_functionals_model_card() -> None:
+    meta = json.loads(DEFAULT_SPEECH_MODEL.with_suffix(".json").read_text())
+    assert meta["model"] == "functionals" and meta["labels"] == list(RAVDESS8)
+    assert len(meta["normalization"]["columns"]) == len(meta["normalization"]["mean"])
+    assert set(meta["evaluation"]) >= {"corpora", "speakers"}
+    assert meta["temperature"] > 0
+    card = DEFAULT_SPEECH_MODEL.with_suffix(".md").read_text()
+    assert "leave-one-corpus-out" in card.lower() and "speaker-independent" in card.lower()
+
+
+def test_shipped_model_per_speaker_state(ravdess: Path) -> None:
+    model = SpeechEmotionModel()
+    audio = load_audio(ravdess / "Actor_23" / "03-01-05-02-01-01-23.ogg")
+    p_global = model.predict_audio(audio)  # no speaker: global statistics, nothing accumulated
+    assert p_global.shape == (8,) and p_global.sum() == pytest.approx(1, abs=1e-4)
+    assert np.allclose(model.predict_audio(audio), p_global)
+    p1 = model.predict_audio(audio, speaker="x")
+    p2 = model.predict_audio(audio, speaker="x")  # the same person again: statistics moved
+    assert not np.allclose(p1, p2)
+
+
+def test_video_voice_is_rescored_per_tracked_person(ravdess: Path) -> None:
+    from emolens.fusion import AVFuser, FusionWeights, VoiceSegment, VoiceTimeline, fold_vector
+    from emolens.voice import default_speech_model
+
+    model = default_speech_model()
+    files = [ravdess / "Actor_23" / f"03-01-0{e}-02-01-01-23.ogg" for e in (3, 4, 5)]
+    raw = [model.raw_features(load_audio(f)) for f in files]
+    segs = [VoiceSegment(i, i + 1.0, fold_vector(model.predict_features(r)[0], model.labels), r) for i, r in
+            enumerate(raw)]
+    fuser = AVFuser(VoiceTimeline(segs), "both", FusionWeights.equal())
+    first = fuser.voice_for(0, track_id=1)
+    assert first.shape == (7,) and first.sum() == pytest.approx(1, abs=1e-4)
+    fuser.voice_for(1, track_id=1)
+    heard_before = fuser.voice_for(2, track_id=1)  # person 1's statistics now hold three segments
+    new_person = fuser.voice_for(2, track_id=2)  # the same sound from a person heard for the first time
+    assert not np.allclose(heard_before, new_person)
+    assert np.allclose(fuser.voice_for(2, track_id=1), heard_before)  # cached: a segment counts once
