@@ -7,7 +7,8 @@ obtained. Writes ``benchmarks/results/fusion_labeled_av.{json,md}``.
     python benchmarks/eval_fusion.py
 
 Pairing test bed (``--pairing OOF.npz``, the held-out speech logits written by
-``emolens train speech --model functionals`` as ``speakers_logits.npz``): FER2013 faces paired
+``emolens train speech --model functionals``: ``corpora_logits.npz``, each corpus predicted by a
+model trained on the other corpora, so the voice is as unfamiliar as in real use): FER2013 faces paired
 with held-out speech clips of the same (folded) label. The speech clips' speakers are split in
 two halves; the fusion is fitted on PublicTest faces x half A (temperatures, per-class weights,
 confidence slopes, biases: :mod:`emolens.train.fusion`), written to ``--out`` (default
@@ -16,7 +17,7 @@ face and voice are independent given the label (they come from different people)
 fused gain is an optimistic estimate of what real audio-visual recordings give.
 Writes ``benchmarks/results/fusion_pairing.{json,md}``.
 
-    python benchmarks/eval_fusion.py --pairing runs/speech_multi/speakers_logits.npz
+    python benchmarks/eval_fusion.py --pairing runs/speech_online/corpora_logits.npz
 """
 
 from __future__ import annotations
@@ -145,7 +146,8 @@ def main() -> None:
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--pairing", type=Path, help="held-out speech logits (speakers_logits.npz): run the test bed")
+    ap.add_argument("--pairing", type=Path, help="held-out speech logits (corpora_logits.npz: leave-one-corpus-out): "
+                    "run the test bed")
     ap.add_argument("--out", type=Path, default=REPO / "src" / "emolens" / "models" / "fusion.json")
     args = ap.parse_args()
     if args.pairing:

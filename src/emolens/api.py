@@ -66,6 +66,14 @@ class FaceAnalyzer:
         min_score: float = 0.6,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
+        if isinstance(min_score, bool) or not isinstance(min_score, (int, float)) or not 0 <= min_score <= 1:
+            raise ValueError(f"min_score must be a number in 0..1, got {min_score!r}")
+        if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, int)
+                                       or max_pixels < 1):
+            raise ValueError(f"max_pixels must be an int >= 1 or None, got {max_pixels!r}")
+        if not isinstance(detector, str) and not callable(getattr(detector, "detect", None)):
+            raise TypeError(f"detector must be a detector name ('yunet') or an object with .detect(image), "
+                            f"got {type(detector).__name__}")
         self.max_pixels = max_pixels
         self.detector = make_detector(detector, min_score=min_score) if detector == "yunet" else (
             make_detector(detector) if isinstance(detector, str) else detector
@@ -89,7 +97,12 @@ class FaceAnalyzer:
         return self.classify(image, self.detector.detect(image))
 
     def analyze_image(self, image: str | os.PathLike | np.ndarray) -> ImageResult:
-        """Analyse a path or an image array. Raises :class:`~emolens.media.MediaError` if unreadable."""
+        """Analyse a path or an image array. Raises :class:`~emolens.media.MediaError` if unreadable,
+        :class:`TypeError` for anything else than a path or a numpy array, :class:`ValueError` for a
+        wrongly shaped array."""
+        if not isinstance(image, (str, os.PathLike, np.ndarray)):
+            raise TypeError("expected an image path (str or os.PathLike) or a numpy array (H, W), (H, W, 3) "
+                            f"or (H, W, 4), got {type(image).__name__}")
         if isinstance(image, (str, os.PathLike)):
             path: str | None = str(image)
             array = load_image(image, self.max_pixels)

@@ -15,9 +15,12 @@ import typer
 from emolens.faces import DetectorName
 from emolens.media import DEFAULT_MAX_PIXELS
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Emotion recognition from faces and voices.")
-train_app = typer.Typer(no_args_is_help=True, help="Train models (needs the 'train' extra: torch).")
-evaluate_app = typer.Typer(no_args_is_help=True, help="Evaluate models on labelled data.")
+# Plain click help (rich_markup_mode=None): wraps cleanly at 80 columns, no "<bool>" metavars or cut defaults.
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="Emotion recognition from faces and voices.")
+train_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                        help="Train models (needs the 'train' extra: torch).")
+evaluate_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Evaluate models on labelled data.")
 app.add_typer(train_app, name="train")
 app.add_typer(evaluate_app, name="evaluate")
 
@@ -61,8 +64,10 @@ def image(
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders (walked recursively).")],
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write results as JSON here.")] = None,
     save_annotated: Annotated[Optional[Path], typer.Option(help="Write annotated copies into this folder.")] = None,
+    bars: Annotated[bool, typer.Option(
+        help="Draw each face's probability bars in the annotated copies (--no-bars: box and label only).")] = True,
     detector: DetectorOption = "yunet",
-    min_score: Annotated[float, typer.Option(help="Minimum face-detection confidence (0..1).")] = 0.6,
+    min_score: Annotated[float, typer.Option(help="Minimum face-detection confidence.", min=0.0, max=1.0)] = 0.6,
     model: ModelOption = "default",
     max_pixels: MaxPixelsOption = DEFAULT_MAX_PIXELS,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not print the table.")] = False,
@@ -75,7 +80,7 @@ def image(
     """
     from emolens.api import FaceAnalyzer, ImageResult
     from emolens.media import MediaError, iter_image_paths, load_image
-    from emolens.outputs import annotate_image, faces_table, write_json
+    from emolens.outputs import annotate_image, faces_table, unique_stem, write_json
 
     files = iter_image_paths(paths)
     if not files:
@@ -84,7 +89,7 @@ def image(
         analyzer = FaceAnalyzer(detector, model, min_score=min_score, max_pixels=max_pixels)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         fail(str(exc))
-    results = []
+    results, used = [], set()
     for path in files:
         try:
             result = analyzer.analyze_image(path)
@@ -97,8 +102,11 @@ def image(
             import cv2
 
             save_annotated.mkdir(parents=True, exist_ok=True)
-            out = save_annotated / f"{Path(result.path).stem}.annotated.jpg"
-            cv2.imwrite(str(out), annotate_image(load_image(result.path, max_pixels), result.faces))
+            out = save_annotated / f"{unique_stem(path.stem, path.suffix, used)}.annotated.jpg"
+            if cv2.imwrite(str(out), annotate_image(load_image(path, max_pixels), result.faces, bars=bars)):
+                typer.echo(f"{path}: wrote {out}", err=True)
+            else:
+                typer.echo(f"error: {path}: could not write {out}", err=True)
         if json_out:  # rewritten after every file: nothing computed is lost on a crash or Ctrl-C
             write_json([r.to_dict() for r in results], json_out)
     if not quiet:

@@ -39,7 +39,7 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
         workers: Annotated[int, typer.Option(help="Threads analysing photos and live frames at once "
                                                   "(0: min(4, CPUs)).", min=0)] = 0,
         detector: Annotated[DetectorName, typer.Option(help="Face detector.")] = "yunet",
-        min_score: Annotated[float, typer.Option(help="Minimum face-detection confidence (0..1).")] = 0.6,
+        min_score: Annotated[float, typer.Option(help="Minimum face-detection confidence.", min=0.0, max=1.0)] = 0.6,
         model: Annotated[str, typer.Option(help="Face model: default (fast), accurate, or an .onnx file.")] = "default",
         log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
         allowed_hosts: Annotated[Optional[list[str]], typer.Option(

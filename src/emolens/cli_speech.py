@@ -47,10 +47,11 @@ def audio(
     vad: Annotated[str, typer.Option(help="Voice activity detection: auto (Silero if installed, else energy), "
                                           "silero, energy or none (whole file is one segment).")] = "auto",
     max_segment: Annotated[float, typer.Option(help="Speech regions longer than this (s) are cut into "
-                                                    "pieces of one model window (3 s).")] = 4.0,
-    threshold: Annotated[float, typer.Option(help="VAD speech probability threshold.")] = 0.5,
+                                                    "pieces of one model window (3 s).", min=0.0)] = 4.0,
+    threshold: Annotated[float, typer.Option(help="VAD speech probability threshold.", min=0.0, max=1.0)] = 0.5,
     model: Annotated[Optional[Path], typer.Option(help="ONNX speech model (default: the shipped one).")] = None,
-    threads: Annotated[int, typer.Option(help="onnxruntime threads for the emotion model (0: all cores).")] = 0,
+    threads: Annotated[int, typer.Option(help="onnxruntime threads for the emotion model (0: all cores).",
+                                               min=0)] = 0,
     timeline: Annotated[bool, typer.Option("--timeline", "-t", help="Print every segment.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not print the table.")] = False,
 ) -> None:

@@ -11,7 +11,23 @@ from emolens.faces import DetectorName
 from emolens.media import DEFAULT_MAX_VIDEO_PIXELS
 
 Every = Annotated[int, typer.Option(help="Analyse every N-th frame.", min=1)]
-Fps = Annotated[Optional[float], typer.Option("--fps", help="Analyse at most F frames per second (not --every).")]
+
+
+def _positive(value: Optional[float]) -> Optional[float]:
+    if value is not None and value <= 0:
+        raise typer.BadParameter(f"{value} is not > 0")
+    return value
+
+
+def _check_every_fps(ctx: typer.Context, fps: Optional[float]) -> None:
+    """Usage error when ``--every`` is given together with ``--fps`` (they are two ways to sample)."""
+    source = ctx.get_parameter_source("every")  # typer may vendor click: compare the enum by name
+    if fps is not None and source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
+        raise typer.BadParameter("use either --every or --fps, not both", ctx=ctx, param_hint="'--every'")
+
+
+Fps = Annotated[Optional[float], typer.Option("--fps", help="Analyse at most F frames per second (not with --every).",
+                                              callback=_positive)]
 DetectEvery = Annotated[int, typer.Option(help="Detect faces every N analysed frames; the tracker carries boxes "
                                                "between (their crops are re-classified).", min=1)]
 ClassifyEvery = Annotated[int, typer.Option(help="Classify each tracked face every N analysed frames (new faces "
@@ -20,10 +36,11 @@ MaxFrames = Annotated[Optional[int], typer.Option(help="Stop after this many ana
 Detector = Annotated[DetectorName, typer.Option(help="Face detector.")]
 MaxVideoPixels = Annotated[int, typer.Option(help="Refuse videos whose frames are larger than this (width x height; "
                                                   "default 8K = 7680x4320), from the stream's metadata.", min=1)]
-MinScore = Annotated[float, typer.Option(help="Minimum detection confidence for a new track (0..1).")]
+MinScore = Annotated[float, typer.Option(help="Minimum detection confidence for a new track.", min=0.0, max=1.0)]
 Smooth = Annotated[str, typer.Option(help="Per-track smoothing of probabilities: ema, window or none.")]
-Alpha = Annotated[float, typer.Option(help="EMA weight of the newest frame (--smooth ema).")]
-Window = Annotated[int, typer.Option(help="Frames averaged (--smooth window).", min=1)]
+Alpha = Annotated[float, typer.Option(help="EMA weight of the newest frame (--smooth ema).", min=0.0, max=1.0)]
+SmoothWindow = Annotated[int, typer.Option("--smooth-window", help="Frames averaged (--smooth window).", min=1)]
+Bars = Annotated[bool, typer.Option(help="Draw each face's probability bars (--no-bars: box and label only).")]
 Model = Annotated[str, typer.Option(help="Face model: default (fast), accurate, or an .onnx file.")]
 
 
@@ -43,17 +60,10 @@ def _analyzer(model: str, **options: object):  # noqa: ANN202
 
 
 def _unique_stem(source: str, used: set[str]) -> str:
+    from emolens.outputs import unique_stem
     from emolens.video import output_stem
 
-    stem = output_stem(source)
-    if stem in used:
-        suffix = Path(source).suffix.lstrip(".")
-        stem = f"{stem}.{suffix}" if suffix and f"{stem}.{suffix}" not in used else stem
-        base, i = stem, 2
-        while stem in used:
-            stem, i = f"{base}-{i}", i + 1
-    used.add(stem)
-    return stem
+    return unique_stem(output_stem(source), Path(source).suffix, used)
 
 
 def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer) -> None:
@@ -63,6 +73,7 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
     def video(
         paths: Annotated[list[str], typer.Argument(help="Video files, image folders, camera index (0) or stream URLs. "
                                                         "A folder without images is expanded into its videos.")],
+        ctx: typer.Context,
         out: Annotated[Path, typer.Option(help="Output folder.")],
         every: Every = 1,
         fps: Fps = None,
@@ -73,11 +84,13 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
         min_score: MinScore = 0.6,
         smooth: Smooth = "ema",
         alpha: Alpha = 0.5,
-        window: Window = 5,
+        window: SmoothWindow = 5,
+        window_alias: Annotated[Optional[int], typer.Option("--window", hidden=True, min=1)] = None,
         model: Model = "default",
-        annotate: Annotated[bool, typer.Option(help="Write <stem>.annotated.mp4 (boxes, ids, labels, bars).")] = True,
-        fmt: Annotated[str, typer.Option("--format", help="csv, or parquet (also <stem>.frames.parquet).")] = "csv",
-        plot: Annotated[bool, typer.Option(help="Write <stem>.timeline.png (emotions per track over time).")] = False,
+        annotate: Annotated[bool, typer.Option(help="Write OUT/<stem>.annotated.mp4.")] = True,
+        bars: Bars = True,
+        fmt: Annotated[str, typer.Option("--format", help="csv, or parquet (adds OUT/<stem>.frames.parquet).")] = "csv",
+        plot: Annotated[bool, typer.Option(help="Write OUT/<stem>.timeline.png (emotions over time).")] = False,
         progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
         modality: Annotated[str, typer.Option(help="face, voice or both (voice fused in during speech).")] = "both",
         max_video_pixels: MaxVideoPixels = DEFAULT_MAX_VIDEO_PIXELS,
@@ -90,6 +103,8 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
         """
         from emolens.media import MediaError, iter_video_inputs
 
+        _check_every_fps(ctx, fps)
+        window = window_alias or window
         if fmt not in ("csv", "parquet"):
             _fail(f"unknown --format {fmt!r} (csv, parquet)")
         if fmt == "parquet":
@@ -108,7 +123,7 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
         for source in inputs:
             try:
                 summary = analyzer.run(source, out, stem=_unique_stem(source, used), annotate=annotate,
-                                       parquet=fmt == "parquet", plot=plot, progress=progress)
+                                       parquet=fmt == "parquet", plot=plot, progress=progress, bars=bars)
             except (MediaError, OSError, ValueError, RuntimeError) as exc:
                 failed += 1
                 typer.echo(f"error: {exc}", err=True)
@@ -124,6 +139,8 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
                     f"face={summary['label_face']} voice={summary['label_voice']} fused={summary['label_fused']}, "
                     f"{summary['processing_fps']} FPS")
             typer.echo(line)
+            for written in summary["outputs"].values():
+                typer.echo(f"{name}: wrote {written}", err=True)
             if summary["fusion"]["note"] and modality != "face":
                 typer.echo(f"{name}: {summary['fusion']['note']}", err=True)
             if summary["error"]:
@@ -139,34 +156,41 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
 
     @app.command()
     def live(
+        ctx: typer.Context,
         source: Annotated[str, typer.Option(help="Camera index (0), stream URL (rtsp/http) or video file.")] = "0",
         csv: Annotated[Optional[Path], typer.Option(help="Also write the per-frame rows (the CSV of `video`).")] = None,
         window: Annotated[Optional[bool], typer.Option("--window/--no-window",
                                                        help="Show a window (default: when a display exists; "
                                                             "otherwise an MJPEG preview is served).")] = None,
         host: Annotated[str, typer.Option(help="MJPEG preview address (localhost only by default).")] = "127.0.0.1",
-        port: Annotated[int, typer.Option(help="MJPEG preview port (0: any free port).")] = 8765,
+        port: Annotated[int, typer.Option(help="MJPEG preview port (0: any free port).",
+                                                 min=0, max=65535)] = 8765,
         realtime: Annotated[bool, typer.Option(help="Play files at their own speed (not as fast as they go).")] = True,
         every: Every = 1,
         fps: Fps = None,
         detect_every: DetectEvery = 2,
+        classify_every: ClassifyEvery = 2,
         max_frames: MaxFrames = None,
         detector: Detector = "yunet",
         min_score: MinScore = 0.6,
         smooth: Smooth = "ema",
         alpha: Alpha = 0.5,
-        window_frames: Annotated[int, typer.Option("--smooth-window", help="Frames averaged (--smooth window).",
-                                                   min=1)] = 5,
+        window_frames: SmoothWindow = 5,
         model: Model = "default",
+        bars: Bars = True,
         max_video_pixels: MaxVideoPixels = DEFAULT_MAX_VIDEO_PIXELS,
     ) -> None:
-        """Real-time overlay of a camera, stream or file (q or Ctrl-C stops); shows FPS."""
+        """Real-time overlay of a camera, stream or file (q or Ctrl-C stops); shows FPS.
+
+        Faces only: live does not analyse sound, so it has no --modality (use `video` for voice).
+        """
         from emolens.media import MediaError
         from emolens.video import run_live
 
-        analyzer = _analyzer(model, every=every, fps=fps, detect_every=detect_every, max_frames=max_frames,
-                             detector=detector, min_score=min_score, smooth=smooth, alpha=alpha, window=window_frames,
-                             max_video_pixels=max_video_pixels)
+        _check_every_fps(ctx, fps)
+        analyzer = _analyzer(model, every=every, fps=fps, detect_every=detect_every, classify_every=classify_every,
+                             max_frames=max_frames, detector=detector, min_score=min_score, smooth=smooth,
+                             alpha=alpha, window=window_frames, modality="face", max_video_pixels=max_video_pixels)
 
         def ready(preview: str) -> None:
             where = "in a window (q to quit)" if preview == "window" else f"at {preview} (Ctrl-C to stop)"
@@ -174,7 +198,7 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
 
         try:
             result = run_live(source, csv_path=csv, window=window, host=host, port=port, realtime=realtime,
-                              on_ready=ready, analyzer=analyzer)
+                              on_ready=ready, analyzer=analyzer, bars=bars)
         except (MediaError, OSError, ValueError, RuntimeError) as exc:
             _fail(str(exc), 1)
         typer.echo(f"stopped ({result['stopped']}): {result['frames']} frames, {result['fps']} FPS", err=True)

@@ -26,6 +26,10 @@ class MediaError(Exception):
     """A media file that is missing, empty, unsupported or cannot be decoded."""
 
 
+class BadImageArray(MediaError, ValueError):
+    """An image array of the wrong shape, size or values (also a :class:`ValueError`)."""
+
+
 class MediaTooLarge(MediaError):
     """An image or video whose declared frame size exceeds the pixel limit (refused before decoding)."""
 
@@ -113,11 +117,27 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
     return decode_image(data, max_pixels, str(path))
 
 
+_ARRAY_SHAPES = "a numpy array of shape (H, W), (H, W, 1), (H, W, 3) BGR or (H, W, 4) BGRA"
+
+
 def as_bgr(image: np.ndarray) -> np.ndarray:
-    """Accept gray ``(H,W)``, BGR ``(H,W,3)`` or BGRA ``(H,W,4)`` arrays; return BGR uint8."""
+    """Accept gray ``(H,W)``, BGR ``(H,W,3)`` or BGRA ``(H,W,4)`` arrays; return BGR uint8.
+
+    Raises :class:`TypeError` for something that is not a numeric numpy array and
+    :class:`BadImageArray` (a ``ValueError``) for a wrong shape, an empty or a non-finite array.
+    """
     import cv2
 
-    image = np.asarray(image)
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"expected {_ARRAY_SHAPES}, got {type(image).__name__}")
+    if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
+        raise TypeError(f"expected {_ARRAY_SHAPES} of integers or floats, got dtype {image.dtype}")
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))):
+        raise BadImageArray(f"unsupported image array shape {image.shape}: expected {_ARRAY_SHAPES}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise BadImageArray(f"empty image array of shape {image.shape}")
+    if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
+        raise BadImageArray("image array contains NaN or infinite values")
     if image.dtype != np.uint8:
         if np.issubdtype(image.dtype, np.floating) and image.size and image.max() <= 1.0:
             image = image * 255
@@ -128,9 +148,7 @@ def as_bgr(image: np.ndarray) -> np.ndarray:
         return cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2BGR)
     if image.ndim == 3 and image.shape[2] == 4:
         return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    if image.ndim == 3 and image.shape[2] == 3:
-        return np.ascontiguousarray(image)
-    raise MediaError(f"unsupported image array shape {image.shape}")
+    return np.ascontiguousarray(image)
 
 
 def iter_image_paths(paths: list[str | os.PathLike]) -> list[Path]:

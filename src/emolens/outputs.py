@@ -29,6 +29,21 @@ def write_json(obj: object, path: str | os.PathLike) -> None:
     tmp.replace(path)
 
 
+def unique_stem(stem: str, suffix: str, used: set[str]) -> str:
+    """``stem``, or ``stem.ext`` / ``stem-2``... when already in ``used`` (which gets the result).
+
+    Keeps the outputs of inputs that share a name (``a/x.png``, ``b/x.png``) from overwriting each other.
+    """
+    if stem in used:
+        ext = suffix.lstrip(".")
+        stem = f"{stem}.{ext}" if ext and f"{stem}.{ext}" not in used else stem
+        base, i = stem, 2
+        while stem in used:
+            stem, i = f"{base}-{i}", i + 1
+    used.add(stem)
+    return stem
+
+
 def annotate_image(image: np.ndarray, faces: Sequence[FaceResult], bars: bool = True) -> np.ndarray:
     """A copy of a BGR image with every face drawn on it (labels and panels placed without overlaps)."""
     return draw_faces(image.copy(), [FaceMark(f.face.box, f.label, f.probs) for f in faces], bars=bars)

@@ -48,7 +48,7 @@ class VideoOptions:
     min_score: float = 0.6  #: detections at or above this start tracks
     low_score: float = 0.4  #: weaker detections down to this only continue existing tracks
     detect_max_side: int = 640  #: detection never runs on a larger image than this (long side)
-    detect_min_face: int = 40  #: downscale detection so the smallest tracked face is about this tall (0: off)
+    detect_min_face: int = 32  #: downscale detection so the smallest tracked face is about this tall (0: off)
     refresh_s: float = 2.0  #: full-size detection at least this often (finds new, small faces; else half size)
     smooth: str = "ema"  #: per-track smoothing of probabilities: ema, window or none
     alpha: float = 0.5  #: ema weight of the newest frame
@@ -66,6 +66,8 @@ class VideoOptions:
             raise ValueError("--fps must be > 0")
         if self.max_frames is not None and self.max_frames < 1:
             raise ValueError("--max-frames must be >= 1")
+        if not (0 <= self.min_score <= 1 and 0 <= self.alpha <= 1):
+            raise ValueError("--min-score and --alpha must be in 0..1")
         if self.smooth not in ("ema", "window", "none"):
             raise ValueError(f"unknown smoothing {self.smooth!r} (ema, window, none)")
         if self.modality not in ("face", "voice", "both"):
@@ -213,10 +215,12 @@ class VideoAnalyzer:
         parquet: bool = False,
         plot: bool = False,
         progress: bool = False,
+        bars: bool = True,
     ) -> dict:
         """Analyse one video/folder/camera/stream and write ``<stem>.frames.csv`` (rows flushed as
         they are computed), ``<stem>.summary.json``, ``<stem>.annotated.mp4`` (``annotate``),
-        ``<stem>.frames.parquet`` (``parquet``) and ``<stem>.timeline.png`` (``plot``).
+        ``<stem>.frames.parquet`` (``parquet``) and ``<stem>.timeline.png`` (``plot``); ``bars``: draw
+        probability bars in the annotated video.
 
         Returns the summary dict. A source that cannot be opened or whose first frame cannot be
         decoded raises :class:`~emolens.media.MediaError` (nothing is left behind); a decoding
@@ -267,7 +271,7 @@ class VideoAnalyzer:
                 for f in result.faces:
                     decisions.add(f.track_id, frame.time_s, f.p, f.evidence)
                 if video is not None:
-                    video.write(draw_tracked(frame.image, _fused_view(result.faces, fused, self.labels)))
+                    video.write(draw_tracked(frame.image, _fused_view(result.faces, fused, self.labels), bars))
                 bar.update()
         except MediaError as exc:
             error = str(exc)
@@ -347,7 +351,7 @@ def _sampled_fps(fps: float | None, o: VideoOptions) -> float:
 def analyze_video(source: str | int | os.PathLike, out_dir: str | os.PathLike, **options: object) -> dict:
     """Analyse one video into ``out_dir`` with default settings overridden by ``options``
     (:class:`VideoOptions` fields, plus ``annotate``, ``parquet``, ``plot``); returns the summary."""
-    run_keys = {"annotate", "parquet", "plot", "progress", "stem"}
+    run_keys = {"annotate", "parquet", "plot", "progress", "stem", "bars"}
     run_kwargs = {k: v for k, v in options.items() if k in run_keys}
     opts = VideoOptions(**{k: v for k, v in options.items() if k not in run_keys})  # type: ignore[arg-type]
     return VideoAnalyzer(opts).run(source, out_dir, **run_kwargs)  # type: ignore[arg-type]
@@ -488,11 +492,13 @@ def run_live(
     realtime: bool = True,
     on_ready: Callable[[str], None] | None = None,
     analyzer: VideoAnalyzer | None = None,
+    bars: bool = True,
 ) -> dict:
     """Real-time overlay of a camera, stream or file: a window where a display exists
     (``window=None``: auto), otherwise an MJPEG preview on ``host:port``. Stops on ``q``/Esc
     in the window, Ctrl-C, the end of the source, or ``options.max_frames``. ``realtime`` paces
-    files to their own clock. ``csv_path`` gets the same rows as ``emolens video``.
+    files to their own clock. ``csv_path`` gets the same rows as ``emolens video``; ``bars``: draw
+    probability bars.
 
     Returns ``{"frames", "fps", "stopped", "preview"}``.
     """
@@ -525,7 +531,7 @@ def run_live(
             last, n = now, n + 1
             if writer:
                 writer.write_frame(frame.time_s, frame.index, result.faces)
-            image = draw_tracked(frame.image, result.faces)
+            image = draw_tracked(frame.image, result.faces, bars)
             draw_hud(image, f"{fps:.1f} FPS  {len(result.faces)} face(s)  t={frame.time_s:.1f}s")
             if show:
                 cv2.imshow("emolens live (q to quit)", image)

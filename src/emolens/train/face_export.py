@@ -138,8 +138,12 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: np.n
         def get_next(self) -> dict | None:
             return next(self.batches, None)
 
+    import onnx
+
+    softmax = [n.name for n in onnx.load(str(fp32_path)).graph.node if n.op_type == "Softmax"]
     quantize_static(str(fp32_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    nodes_to_exclude=softmax)  # the softmax stays float: probabilities keep their resolution
 
 
 def load_checkpoint(path: str | Path, num_classes: int) -> nn.Module:
@@ -304,18 +308,28 @@ def measure_faces_per_second(path: str | Path, threads: int = 2, batch: int = 64
     return n / (time.perf_counter() - t0)
 
 
+STORAGE = {
+    "fp16": "weights stored as float16, computed in float32",
+    "fp32": "float32 weights and compute",
+    "int8": "weights stored as int8 with a float scale per output channel, computed in float32",
+    "qdq": "statically quantized: int8 weights (per channel) and uint8 activations, integer kernels",
+}
+
+
 def _class_line(report: dict) -> str:
     per = report["per_class"]
     return (f"accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}, "
             f"recall disgust {per['disgust']['recall']:.3f}, fear {per['fear']['recall']:.3f}")
 
 
-def ship_face_model(run_dir: str | Path, name: str = "default", models_dir: str | Path | None = None) -> Path:
+def ship_face_model(run_dir: str | Path, name: str = "default", models_dir: str | Path | None = None,
+                    faces_per_second: float | None = None) -> Path:
     """Copy a finished run's ONNX into the package as ``face_<name>.onnx`` with its model card.
 
     The card (JSON + markdown) records the data, recipe and commands, the PublicTest/PrivateTest
     metrics from the run's ``metrics.json``, faces/s measured here and the file's sha256; the run
-    folder's ``NOTES.md``, if any, becomes the card's training history.
+    folder's ``NOTES.md``, if any, becomes the card's training history. ``faces_per_second``: a
+    figure measured earlier on a quiet machine (default: measured now).
     """
     from emolens.expression import MODELS_DIR
     from emolens.metrics import format_report
@@ -333,7 +347,7 @@ def ship_face_model(run_dir: str | Path, name: str = "default", models_dir: str 
     views = {"none": "one view (the centre crop)", "flip": "the face and its mirror",
              "tencrop": "ten views: centre and corner 44x44 crops and their mirrors"}[tta]
     side = 48 if tta == "tencrop" else CROP
-    fps = measure_faces_per_second(onnx_path)
+    fps = faces_per_second or measure_faces_per_second(onnx_path)
     card = model_metadata(metrics["PrivateTest"]["labels"], side) | {
         "name": name, "file": onnx_path.name,
         "input": f"float32 (N, 1, {side}, {side}) grayscale 0..255: "
@@ -343,7 +357,7 @@ def ship_face_model(run_dir: str | Path, name: str = "default", models_dir: str 
         "tta": metrics.get("tta"),
         "architecture": (f"logit average of {len(members)} networks ({', '.join(members)}), each " if len(members) > 1
                          else "") + f"a VGG-style CNN, 4 stages x 2 conv (width {cfg['width']}), GAP, 2-layer head; "
-                        "weights stored as float16, computed in float32",
+                        + STORAGE[metrics.get("weights", "fp16")],
         "sha256": sha, "size_bytes": onnx_path.stat().st_size, "command": command,
         "faces_per_second": {"value": round(fps, 1), "threads": 2, "batch": 64, "machine": _machine(),
                              "date": time.strftime("%Y-%m-%d")},
@@ -362,7 +376,8 @@ Facial-expression classifier shipped with emolens ({len(card["labels"])} FER2013
 - **Input / output**: {card["input"]}; {card["output"]}. The preprocessing (48x48 gray face aligned
   from 5 landmarks onto the FER2013 template, {side}x{side} input) is stored in the ONNX metadata.
 - **Training data**: FER2013 `Training` split (28,709 faces){soft}.
-  Model selection on `PublicTest` only: {json.dumps(card["tta"]["PublicTest_accuracy"])}.
+  Model selection on `PublicTest` only ({len(card["tta"]["PublicTest_accuracy"])} candidates, accuracy):
+  {", ".join(f"{k} {v:.4f}" for k, v in sorted(card["tta"]["PublicTest_accuracy"].items(), key=lambda kv: -kv[1]))}.
   `PrivateTest` was used once, for the report below.
 - **Recipe**: {recipe}
 - **Reproduce**: `{command}`

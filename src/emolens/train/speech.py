@@ -358,7 +358,7 @@ def cross_validate(cfg: SpeechTrainConfig, data: SpeechDataset, cache: FeatureCa
 
 def export_onnx(net: nn.Module, path: str | Path, n_features: int) -> None:
     """Export ``net`` with a softmax: input ``features`` float32 ``(N, T, F)``, output ``probs``."""
-    from emolens.train.speech_nets import Softmax
+    from emolens.train.nets import Softmax
 
     wrapper = Softmax(net.cpu().eval()).eval()
     dummy = torch.zeros(2, 300, n_features)

@@ -83,14 +83,3 @@ class MfccCNN1D(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = ((x - self.mean) / self.std).transpose(1, 2)
         return self.head(self.net(x).mean(dim=2))
-
-
-class Softmax(nn.Module):
-    """Export wrapper: probabilities instead of logits."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.net(x), dim=1)
