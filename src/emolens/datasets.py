@@ -74,16 +74,19 @@ def load_fer2013_arrays(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray
     """Read a FER2013 csv into ``(images uint8 (N,48,48), labels int64 (N,), usage str (N,))``.
 
     Accepts the plain csv, ``.gz`` or ``.xz``. Parsing 35,887 rows takes ~20 s, so the
-    arrays are cached (keyed by path, size and mtime) under ``$EMOLENS_CACHE`` or
-    ``~/.cache/emolens``.
+    arrays of files above 1 MB are cached (keyed by path, size and mtime) under
+    ``$EMOLENS_CACHE`` or ``~/.cache/emolens``; the cache keeps the :data:`CACHE_KEEP` most
+    recently used files (about 83 MB each for the full FER2013) and removes older ones.
     """
     import pandas as pd
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"FER2013 csv not found: {path}")
-    cache = _cache_dir() / f"fer2013-{_file_key(path)}.npz"
-    if cache.is_file():
+    use_cache = path.stat().st_size > 1_000_000  # small files parse in moments: never cached
+    cache = _cache_dir() / f"fer2013-{_file_key(path)}.npz" if use_cache else None
+    if cache is not None and cache.is_file():
+        os.utime(cache)  # most recently used
         with np.load(cache, allow_pickle=False) as z:
             return z["images"], z["labels"], z["usage"]
     frame = pd.read_csv(path, dtype={"emotion": np.int64, "pixels": str, "Usage": str})
@@ -98,10 +101,23 @@ def load_fer2013_arrays(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray
         images[i] = row.reshape(48, 48)
     labels = frame["emotion"].to_numpy(dtype=np.int64)
     usage = frame["Usage"].to_numpy(dtype=str)
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, images=images, labels=labels, usage=usage)
-    tmp.replace(cache)
+    if cache is not None:
+        tmp = cache.with_suffix(".tmp.npz")
+        np.savez(tmp, images=images, labels=labels, usage=usage)
+        tmp.replace(cache)
+        prune_cache(cache.parent, "fer2013-*.npz")
     return images, labels, usage
+
+
+#: How many files of each kind (parsed FER2013 csvs, speech feature sets) the cache keeps.
+CACHE_KEEP = 2
+
+
+def prune_cache(folder: Path, pattern: str, keep: int = CACHE_KEEP) -> None:
+    """Remove all but the ``keep`` most recently used cache files matching ``pattern``."""
+    files = sorted(folder.glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in files[keep:]:
+        old.unlink(missing_ok=True)
 
 
 def load_ferplus_votes(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:

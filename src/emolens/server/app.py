@@ -37,7 +37,15 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from emolens.media import DEFAULT_MAX_PIXELS, DEFAULT_MAX_VIDEO_PIXELS
-from emolens.server.jobs import GB, RESULT_FILES, JobManager, QuotaError, expected_frames, valid_job_id
+from emolens.server.jobs import (
+    GB,
+    RESULT_FILES,
+    JobManager,
+    QuotaError,
+    api_message,
+    expected_frames,
+    valid_job_id,
+)
 from emolens.server.security import (
     OWNER_KEY,
     AccessGuard,
@@ -274,8 +282,8 @@ def job_options(fields: dict[str, str]) -> dict:
         opts["smooth"] = smooth
     try:
         VideoOptions(**opts)
-    except (ValueError, TypeError) as exc:
-        raise HTTPException(422, str(exc)) from None
+    except (ValueError, TypeError) as exc:  # its messages name CLI flags: say the form fields' names
+        raise HTTPException(422, api_message(str(exc))) from None
     annotate = fields.get("annotate", "true").strip().lower() or "true"
     if annotate not in TRUE_WORDS + FALSE_WORDS:
         raise HTTPException(422, f"annotate must be true or false, got {annotate[:20]!r}")
@@ -446,7 +454,7 @@ def create_app(config: ServerConfig | None = None, analyzer: Any = None) -> Fast
             s.jobs.release(job_id)
             shutil.rmtree(folder, ignore_errors=True)
         if result.get("error"):
-            raise HTTPException(422, result["error"])
+            raise HTTPException(422, api_message(result["error"]))
         return result
 
     @app.post("/api/jobs", tags=["video"], status_code=202, openapi_extra=_upload_doc("video", JOB_FIELDS),

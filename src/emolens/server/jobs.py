@@ -46,6 +46,24 @@ GB = 1_000_000_000
 class JobCancelled(Exception):
     """Raised inside a running job when it was deleted."""
 
+_FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9]*(?:-[a-z0-9]+)*)")
+_OPERATOR_HINT = re.compile(r"emolens serve(?: --[a-z][a-z0-9-]*)+")
+
+
+def api_message(text: str) -> str:
+    """A library/CLI error message in the words of the REST API: command-line flags (``--fps``,
+    ``--max-frames``) become the names of the request's form fields (``fps``, ``max_frames``).
+    Hints for the server's operator (``emolens serve --max-jobs-disk-gb``) keep their flags."""
+    hints: list[str] = []
+
+    def keep(m: re.Match) -> str:
+        hints.append(m.group(0))
+        return f"\0{len(hints) - 1}\0"
+
+    out = _FLAG.sub(lambda m: m.group(1).replace("-", "_"), _OPERATOR_HINT.sub(keep, text))
+    return re.sub("\0(\\d+)\0", lambda m: hints[int(m.group(1))], out)
+
+
 
 class QuotaError(Exception):
     """An upload would take the jobs folder past its disk quota."""
@@ -362,7 +380,7 @@ class JobManager:
             except JobCancelled:
                 job.status, job.error = "failed", "cancelled"
             except Exception as exc:  # noqa: BLE001  (a bad video fails its job, never the worker)
-                job.status, job.error = "failed", f"{type(exc).__name__}: {exc}"
+                job.status, job.error = "failed", api_message(f"{type(exc).__name__}: {exc}")
             job.finished = time.time()
             with self.lock:
                 deleted = job.id not in self.jobs
@@ -394,12 +412,12 @@ class JobManager:
         analyzer.process = counted  # type: ignore[method-assign]
         summary = analyzer.run(folder / job.input_name, folder / "out", stem=STEM, annotate=annotate)
         if summary.get("error"):
-            job.error = summary["error"]
+            job.error = api_message(summary["error"])
         if self.voice is not None and not job.cancel:
             try:
                 job.voice = self.voice(folder / job.input_name)
             except Exception as exc:  # noqa: BLE001  (the voice is an extra; the face results stand)
-                job.voice = {"error": f"{type(exc).__name__}: {exc}"}
+                job.voice = {"error": api_message(f"{type(exc).__name__}: {exc}")}
 
     # -- results ----------------------------------------------------------------------------------
     def summary(self, job: Job) -> dict:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -109,6 +110,7 @@ def build_cache(data: SpeechDataset, params: FeatureParams, verbose: bool = True
         key.update(f"{Path(p).resolve()}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     path = _cache_dir() / f"speech-logmel-{key.hexdigest()[:16]}.npz"
     if path.is_file():
+        os.utime(path)  # most recently used: kept by the cache's pruning
         with np.load(path) as z:
             return FeatureCache(z["db"], z["offsets"])
     t0 = time.time()
@@ -124,6 +126,9 @@ def build_cache(data: SpeechDataset, params: FeatureParams, verbose: bool = True
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, db=cache.db, offsets=cache.offsets)
     tmp.replace(path)
+    from emolens.datasets import prune_cache
+
+    prune_cache(path.parent, "speech-logmel-*.npz")
     return cache
 
 

@@ -93,36 +93,92 @@ function labelChip(el, label) {
   el.dataset.label = label || "";
 }
 
+// Black or white text, whichever reads better on a backing colour "#rrggbb".
+function textOn(hex) {
+  const n = parseInt(hex.slice(1), 16);
+  return 0.299 * (n >> 16) + 0.587 * ((n >> 8) & 255) + 0.114 * (n & 255) > 140 ? "#000" : "#fff";
+}
+
+const overlap = (a, b) => Math.max(0, Math.min(a[0] + a[2], b[0] + b[2]) - Math.max(a[0], b[0])) *
+  Math.max(0, Math.min(a[1] + a[3], b[1] + b[3]) - Math.max(a[1], b[1]));
+const clampRect = (r, W, H) => [Math.min(Math.max(0, r[0]), Math.max(0, W - r[2])),
+  Math.min(Math.max(0, r[1]), Math.max(0, H - r[3])), r[2], r[3]];
+
+// Where each face's label tag and probability bars go ([x, y, w, h] in canvas pixels), greedily:
+// every tag inside the canvas, above / below / inside its box, whichever covers the least of the
+// other faces and the tags already placed; bars only where they cover nothing (else left out).
+function layoutFaces(ctx, faces, scale, opts = {}) {
+  const W = ctx.canvas.width, H = ctx.canvas.height;
+  const boxes = faces.map((f) => f.box.map((v) => v * scale));
+  const taken = [];
+  const cost = (r, own) => boxes.reduce((s, b, i) => s + (i === own ? 0 : overlap(r, b)), 0) +
+    taken.reduce((s, t) => s + overlap(r, t), 0);
+  const th = parseInt(ctx.font, 10) + 6;
+  const out = faces.map((f, i) => {
+    const [x, y, w, h] = boxes[i];
+    const p = f.probs[f.label] || 0;
+    const text = `${opts.numbered ? `#${i + 1} ` : ""}${f.label} ${(100 * p).toFixed(0)}%`;
+    const tw = Math.min(W, ctx.measureText(text).width + 8);
+    const cands = [[x, y - th], [x, y + h], [x, y], [x, y + h - th]]
+      .map(([cx, cy]) => clampRect([cx, cy, tw, th], W, H));
+    let tag = cands[0], best = Infinity;
+    for (const r of cands) {
+      const c = cost(r, i);
+      if (c < best) { best = c; tag = r; }
+    }
+    taken.push(tag);
+    return { box: boxes[i], tag, text, bars: null };
+  });
+  if (opts.bars === false) return out;
+  faces.forEach((f, i) => {  // bars last: they are optional, the tags are not
+    const [x, y, w, h] = boxes[i], tag = out[i].tag, gap = 4;
+    const n = Object.keys(f.probs || {}).length;
+    if (!n) return;
+    const bw = Math.max(40, Math.min(110, w * 0.6)), rh = Math.max(6, Math.min(12, h / 10));
+    const bh = n * (rh + 2);
+    const cands = [[x + w + gap, y], [Math.max(x + w, tag[0] + tag[2]) + gap, y], [x - gap - bw, y],
+      [x, Math.max(y + h, tag[1] + tag[3]) + gap], [x, Math.min(y, tag[1]) - gap - bh]];
+    for (const [cx, cy] of cands) {
+      const r = [cx, cy, bw, bh];
+      if (cx >= 0 && cy >= 0 && cx + bw <= W && cy + bh <= H && cost(r, i) === 0) {
+        out[i].bars = r;
+        out[i].rowHeight = rh;
+        taken.push(r);
+        return;
+      }
+    }
+  });
+  return out;
+}
+
 // Draw faces (API boxes are in `size` pixels of the analysed image) onto ctx scaled by `scale`.
 function drawFaces(ctx, faces, scale, opts = {}) {
   const lw = Math.max(2, Math.round(ctx.canvas.width / 300));
   ctx.font = `${Math.max(12, Math.round(ctx.canvas.width / 45))}px system-ui, sans-serif`;
-  faces.forEach((f, i) => {
-    const [x, y, w, h] = f.box.map((v) => v * scale);
-    const c = color(f.label);
+  const places = layoutFaces(ctx, faces, scale, opts);
+  faces.forEach((f, i) => {  // boxes first, so that no box line crosses a label
+    const [x, y, w, h] = places[i].box;
     ctx.lineWidth = lw;
-    ctx.strokeStyle = c;
+    ctx.strokeStyle = color(f.label);
     ctx.strokeRect(x, y, w, h);
-    const p = f.probs[f.label] || 0;
-    const text = `${opts.numbered ? `#${i + 1} ` : ""}${f.label} ${(100 * p).toFixed(0)}%`;
-    const th = parseInt(ctx.font, 10) + 6;
-    const tw = ctx.measureText(text).width + 8;
-    const ty = y - th >= 0 ? y - th : y + h;
+  });
+  faces.forEach((f, i) => {
+    const { tag, text, bars } = places[i], c = color(f.label);
     ctx.fillStyle = c;
-    ctx.fillRect(x - lw / 2, ty, tw, th);
-    ctx.fillStyle = "#000";
-    ctx.fillText(text, x + 4, ty + th - 6);
-    if (opts.bars === false) return;
-    const bw = Math.max(40, Math.min(110, w * 0.6)), rh = Math.max(6, Math.min(12, h / 10));
-    const bx = x + w + 6 + bw <= ctx.canvas.width ? x + w + 6 : Math.max(0, x - bw - 6);
+    ctx.fillRect(...tag);
+    ctx.fillStyle = textOn(c);
+    ctx.fillText(text, tag[0] + 4, tag[1] + tag[3] - 6, tag[2] - 8);
+    if (!bars) return;
+    const rh = places[i].rowHeight;
     sortedProbs(f.probs).forEach(([name, q], k) => {
-      const by = y + k * (rh + 2);
+      const by = bars[1] + k * (rh + 2);
       ctx.fillStyle = "rgba(30,30,30,.75)";
-      ctx.fillRect(bx, by, bw, rh);
+      ctx.fillRect(bars[0], by, bars[2], rh);
       ctx.fillStyle = color(name);
-      ctx.fillRect(bx, by, bw * q, rh);
+      ctx.fillRect(bars[0], by, bars[2] * q, rh);
     });
   });
+  return places;
 }
 
 // ------------------------------------------------------------------------------------ tabs, drop
@@ -163,14 +219,35 @@ function showResult(kind, stateName) {
   const r = $("result");
   r.dataset.kind = kind;
   r.dataset.state = stateName;
-  $("photo-result").hidden = kind !== "image";
-  $("audio-result").hidden = kind !== "audio";
-  $("video-result").hidden = kind !== "video";
+  const error = stateName === "error";
+  $("error-result").hidden = !error;
+  $("photo-result").hidden = error || kind !== "image";
+  $("audio-result").hidden = error || kind !== "audio";
+  $("video-result").hidden = error || kind !== "video";
+}
+
+// Clear the video progress row ("uploading…", the bar, the delete button) and any old video result.
+function resetProgress() {
+  $("video-progress").value = 0;
+  $("video-progress-text").textContent = "";
+  $("job-delete").hidden = true;
+  $("video-done").hidden = true;
+}
+
+// An error takes the place of the result: no progress bar, no empty result box left on screen.
+function showError(kind, name, message) {
+  stopPolling();
+  resetProgress();
+  $("error-file").textContent = name || "the file";
+  $("error-message").textContent = message;
+  showResult(kind, "error");
+  setStatus(message, true);
 }
 
 async function handleFile(file) {
   const kind = kindOf(file);
   stopPolling();
+  resetProgress();
   showResult(kind, "busy");
   setStatus(`Analysing ${file.name} (${(file.size / 1e6).toFixed(2)} MB)…`);
   try {
@@ -178,10 +255,16 @@ async function handleFile(file) {
     else if (kind === "audio") await analyseAudio(file);
     else await startVideo(file);
   } catch (err) {
-    showResult(kind, "error");
-    setStatus(String(err.message || err), true);
+    showError(kind, file.name, String(err.message || err));
   }
 }
+
+// One click: analyse the sample photo shipped with the page, as if the user had chosen it.
+$("try-sample").addEventListener("click", async () => {
+  const resp = await api("/static/sample.jpg");
+  if (!resp.ok) return showError("image", "the sample photo", `${resp.status}: ${await apiError(resp)}`);
+  handleFile(new File([await resp.blob()], "astronaut.jpg", { type: "image/jpeg" }));
+});
 
 async function upload(url, file, fields = {}) {
   const form = new FormData();
@@ -204,7 +287,7 @@ async function analysePhoto(file) {
   const ctx = canvas.getContext("2d");
   if (bitmap) ctx.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
   else { ctx.fillStyle = "#333"; ctx.fillRect(0, 0, canvas.width, canvas.height); }
-  drawFaces(ctx, result.faces, scale, { numbered: result.faces.length > 1 });
+  state.layout = drawFaces(ctx, result.faces, scale, { numbered: result.faces.length > 1 });
   const list = $("faces");
   list.innerHTML = "";
   result.faces.forEach((f, i) => {
@@ -283,17 +366,14 @@ async function startVideo(file) {
 
 async function poll(id) {
   const resp = await api(`/api/jobs/${id}`);
-  if (!resp.ok) { setStatus(await apiError(resp), true); showResult("video", "error"); return; }
+  if (!resp.ok) return showError("video", state.job && state.job.filename, `${resp.status}: ${await apiError(resp)}`);
   const job = state.job = await resp.json();
   const p = job.progress;
   if (p.fraction != null) $("video-progress").value = p.fraction;
   $("video-progress-text").textContent =
     `${job.status}: ${p.frames_done}${p.frames_total ? ` / ${p.frames_total}` : ""} frames`;
   if (job.status === "done") return showVideo(job);
-  if (job.status === "failed") {
-    showResult("video", "error");
-    return setStatus(`video job failed: ${job.error}`, true);
-  }
+  if (job.status === "failed") return showError("video", job.filename, `video job failed: ${job.error}`);
   pollTimer = setTimeout(() => poll(id), 500);
 }
 
