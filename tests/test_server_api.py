@@ -233,6 +233,40 @@ def test_video_job_rejected(client: httpx.Client, server: tuple[str, Path], medi
     assert jobs_in(server[1]) == before  # nothing left behind
 
 
+@pytest.mark.parametrize("data", [{"every": "0"}, {"fps": "0"}, {"max_frames": "0"}, {"detect_every": "x"},
+                                  {"smooth": "bogus"}])
+def test_job_option_errors_name_the_form_fields(client: httpx.Client, media: Path, data: dict) -> None:
+    """REST errors name the request's fields (every, max_frames), never the CLI's flags (--every)."""
+    r = post_file(client, "/api/jobs", media / "video" / "silent.mp4", "video/mp4", data=data)
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert "--" not in detail and next(iter(data)) in detail, detail
+
+
+def test_library_messages_are_translated_at_the_server_boundary(monkeypatch: pytest.MonkeyPatch) -> None:
+    """VideoOptions speaks of CLI flags; what the API answers names the form fields instead, while
+    hints for the server's operator (emolens serve --flag) keep their flags."""
+    from fastapi import HTTPException
+
+    from emolens.server.app import job_options
+    from emolens.server.jobs import api_message
+    from emolens.video import VideoOptions
+
+    assert api_message("--fps must be > 0") == "fps must be > 0"
+    assert api_message("--every, --detect-every and --classify-every must be >= 1") == \
+        "every, detect_every and classify_every must be >= 1"
+    hint = "the jobs folder is full (emolens serve --max-jobs-disk-gb); --max-frames must be >= 1"
+    assert api_message(hint) == "the jobs folder is full (emolens serve --max-jobs-disk-gb); max_frames must be >= 1"
+
+    def refuse(self: VideoOptions) -> None:
+        raise ValueError("--max-frames must be >= 1")
+
+    monkeypatch.setattr(VideoOptions, "__post_init__", refuse)
+    with pytest.raises(HTTPException) as err:
+        job_options({"max_frames": "5"})
+    assert err.value.status_code == 422 and err.value.detail == "max_frames must be >= 1"
+
+
 def test_video_too_large_streams_nothing_to_keep(client: httpx.Client, server: tuple[str, Path]) -> None:
     before = jobs_in(server[1])
     blob = b"\x00\x00\x00\x18ftypisom" + os.urandom(3_200_000)

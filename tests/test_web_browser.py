@@ -183,6 +183,95 @@ def test_bad_file_shows_the_error(browser, url: str, media: Path) -> None:  # no
     assert "422" in el.text and "not a readable image" in el.text and "error" in el.get_attribute("class")
 
 
+def displayed(driver, element_id: str) -> bool:  # noqa: ANN001
+    return driver.find_element(By.ID, element_id).is_displayed()
+
+
+@pytest.mark.parametrize(("name", "mime", "message"), [
+    ("bad/truncated.mp4", "video/mp4", "422"),
+    ("bad/corrupt.jpg", "image/jpeg", "not a readable image"),
+])
+def test_error_takes_the_place_of_the_result(browser, url: str, media: Path, name: str, mime: str,  # noqa: ANN001
+                                             message: str) -> None:
+    """After an error no "uploading…" bar and no empty result box stay: the error shows instead."""
+    open_page(browser, url)
+    choose(browser, media / "photos" / "portrait_happy.png")  # a result on screen before the error
+    wait_for(browser, "document.getElementById('result').dataset.state === 'done'")
+    drop_file(browser, media / name, mime)
+    wait_for(browser, "document.getElementById('result').dataset.state === 'error'")
+    assert displayed(browser, "error-result")
+    shown = browser.find_element(By.ID, "error-message").text
+    assert message in shown and Path(name).name in browser.find_element(By.ID, "error-result").text
+    for panel in ("photo-result", "video-result", "audio-result", "job-delete"):
+        assert not displayed(browser, panel), panel
+    assert browser.find_element(By.ID, "video-progress-text").text == ""
+    assert "uploading" not in browser.find_element(By.TAG_NAME, "main").text
+    assert "error" in browser.find_element(By.ID, "status").get_attribute("class")
+    # the next good file replaces the error
+    choose(browser, media / "photos" / "portrait_happy.png")
+    wait_for(browser, "document.getElementById('result').dataset.state === 'done'")
+    assert displayed(browser, "photo-result") and not displayed(browser, "error-result")
+
+
+def test_bad_job_option_names_the_form_field(browser, url: str, media: Path) -> None:  # noqa: ANN001
+    open_page(browser, url)
+    browser.execute_script("document.getElementById('opt-every').value = '0';")
+    choose(browser, media / "video" / "silent.mp4")
+    wait_for(browser, "document.getElementById('result').dataset.state === 'error'")
+    shown = browser.find_element(By.ID, "error-message").text
+    assert "every must be" in shown and "--" not in shown, shown
+    assert not displayed(browser, "video-result")
+
+
+def test_start_page_explains_and_tries_the_sample(browser, url: str) -> None:  # noqa: ANN001
+    open_page(browser, url)
+    severe_logs(browser)  # drained: the errors earlier tests provoked on purpose
+    intro = browser.find_element(By.ID, "intro").text.lower()
+    for word in ("photo", "video", "webcam", "audio", "who", "when"):
+        assert word in intro, word
+    from emolens.server.app import STATIC
+
+    sample = Path(STATIC) / "sample.jpg"
+    assert sample.stat().st_size < 100_000  # shipped inside the package, small
+    browser.find_element(By.ID, "try-sample").click()
+    wait_for(browser, "document.getElementById('result').dataset.state === 'done'")
+    result = browser.execute_script("return window.emolens.last;")
+    assert len(result["faces"]) == 1 and result["path"] == "astronaut.jpg"
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#faces .face-card")) == 1
+    assert displayed(browser, "photo-result") and "astronaut.jpg: 1 face(s)" in status(browser)
+    assert not severe_logs(browser)
+
+
+def _overlap(a: list[float], b: list[float]) -> float:
+    return max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])) * \
+        max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+
+
+@pytest.mark.parametrize("name", ["group_selfie_7faces.jpg", "group_family_7faces.jpg", "portrait_happy.png"])
+def test_canvas_labels_stay_inside_and_apart(browser, url: str, media: Path, name: str) -> None:  # noqa: ANN001
+    """Every label tag lies inside the canvas and covers no other label; bar panels lie inside
+    and cover no other face, tag or panel."""
+    open_page(browser, url)
+    choose(browser, media / "photos" / name)
+    wait_for(browser, "document.getElementById('result').dataset.state === 'done'")
+    width, height = browser.execute_script("const c = document.getElementById('photo-canvas'); "
+                                           "return [c.width, c.height];")
+    places = browser.execute_script("return window.emolens.layout;")
+    assert places and len(places) == len(browser.execute_script("return window.emolens.last.faces;"))
+    tags = [p["tag"] for p in places]
+    panels = [p["bars"] for p in places if p["bars"]]
+    for r in tags + panels:
+        assert r[0] >= 0 and r[1] >= 0 and r[0] + r[2] <= width + 0.5 and r[1] + r[3] <= height + 0.5, (r, width)
+    for i, a in enumerate(tags):
+        assert all(_overlap(a, b) < 1 for b in tags[i + 1:]), (a, tags)
+    for i, p in enumerate(places):
+        if p["bars"]:
+            others = [q["box"] for j, q in enumerate(places) if j != i] + tags + [b for b in panels if b != p["bars"]]
+            assert all(_overlap(p["bars"], o) < 1 for o in others), (p, others)
+    if len(places) > 1:  # group photos have room for panels (a face filling the photo leaves none)
+        assert any(p["bars"] for p in places)
+
+
 def test_video_job_progress_timeline_and_decision(browser, url: str, media: Path) -> None:  # noqa: ANN001
     open_page(browser, url)
     browser.execute_script("document.getElementById('opt-max-frames').value = '45';")
