@@ -10,7 +10,7 @@ SpecAugment (2 frequency and 2 time masks); optional mixup. A gain change is a n
 construction: per-utterance normalisation removes the level.
 
 Baseline (``mfcc``): 40 MFCCs + deltas + delta-deltas, a 1D CNN over time, no augmentation
-beyond random crops -- the kind of system the issue's earlier 81 % (random split) came from.
+beyond random crops -- the kind of system behind the 81 % often reported with random (speaker-dependent) splits.
 
 Evaluation is speaker-independent: actor-wise k-fold cross-validation (default 6 folds of
 4 actors, 2 male + 2 female), last-epoch model of each fold (no selection on the test fold),
