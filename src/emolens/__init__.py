@@ -18,17 +18,31 @@ _LAZY: dict[str, str] = {
     "analyze_image": "emolens.api",
     "ExpressionModel": "emolens.expression",
     "available_models": "emolens.expression",
+    "Explanation": "emolens.explanations",
+    "explain": "emolens.explanations",
     "FER7": "emolens.labels",
     "RAVDESS8": "emolens.labels",
+    "MediaError": "emolens.media",
+    "AudioResult": "emolens.voice",
+    "FrameStream": "emolens.recordings",
+    "VideoResult": "emolens.recordings",
+    "analyze_audio": "emolens.recordings",
+    "analyze_video": "emolens.recordings",
+    "stream": "emolens.recordings",
 }
 
-__all__ = ["FER7", "RAVDESS8", "ExpressionModel", "FaceAnalyzer", "FaceResult", "ImageResult", "__version__",
-           "analyze_image", "available_models"]
+__all__ = ["FER7", "RAVDESS8", "AudioResult", "Explanation", "ExpressionModel", "FaceAnalyzer", "FaceResult",
+           "FrameStream", "ImageResult", "MediaError", "VideoResult", "__version__", "analyze_audio", "analyze_image",
+           "analyze_video", "available_models", "explain", "stream"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from emolens.api import FaceAnalyzer, FaceResult, ImageResult, analyze_image
+    from emolens.explanations import Explanation, explain
     from emolens.expression import ExpressionModel, available_models
     from emolens.labels import FER7, RAVDESS8
+    from emolens.media import MediaError
+    from emolens.recordings import FrameStream, VideoResult, analyze_audio, analyze_video, stream
+    from emolens.voice import AudioResult
 
 
 def __getattr__(name: str) -> Any:

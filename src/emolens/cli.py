@@ -212,9 +212,9 @@ def train_face_cmd(
 
 
 def _register_modules() -> None:
-    from emolens import cli_server, cli_speech, cli_video
+    from emolens import cli_explain, cli_server, cli_speech, cli_video
 
-    for module in (cli_video, cli_speech, cli_server):
+    for module in (cli_video, cli_speech, cli_server, cli_explain):
         module.register(app, train_app, evaluate_app)
 
 

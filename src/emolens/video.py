@@ -19,9 +19,10 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -32,6 +33,9 @@ from emolens.faces import Face, YuNetDetector, limit_detector_threads, make_dete
 from emolens.labels import probs_dict
 from emolens.media import DEFAULT_MAX_VIDEO_PIXELS, Frame, MediaError, VideoSource, source_kind
 from emolens.tracking import FaceTracker, ProbSmoother
+
+if TYPE_CHECKING:  # pragma: no cover
+    from emolens.outputs import FrameCsvWriter, VideoWriter
 
 
 @dataclass
@@ -205,6 +209,110 @@ class VideoAnalyzer:
                                            evidence[track_id], track_id in due_ids))
             yield FrameResult(frame, tracked)
 
+    # -- one input: the frame loop, handing each frame to sinks --------------------------------
+    def analyse(
+        self, source: str | int | os.PathLike, sinks: Sequence[FrameSink] = (), progress: bool = False,
+        desc: str = "",
+    ) -> dict:
+        """Analyse one video/folder/camera/stream, handing every analysed frame and its fusion
+        results to each of ``sinks`` (opened once the labels and probability groups are known,
+        closed at the end, also on errors); ``progress``: a tqdm bar titled ``desc``.
+
+        Returns the summary dict (``"outputs"`` empty: the caller fills it in). A source that
+        cannot be opened or whose first frame cannot be decoded raises
+        :class:`~emolens.media.MediaError`; a decoding error midway is recorded in
+        ``summary["error"]`` and the frames before it have been handed on.
+        """
+        from tqdm import tqdm
+
+        from emolens.fusion import FUSION_LABELS, AVFuser, VoiceTimeline
+
+        o = self.options
+        src = VideoSource(source, every=o.every, fps=o.fps, max_frames=o.max_frames, max_pixels=o.max_video_pixels)
+        info = src.info
+        sampled_fps = _sampled_fps(info.fps, o)
+        expected = None
+        if info.frame_count:
+            expected = math.ceil(info.frame_count / o.every) if o.fps is None else None
+            if o.fps is not None and info.duration_s:
+                expected = math.ceil(info.duration_s * min(o.fps, info.fps or o.fps))
+            if o.max_frames:
+                expected = min(expected or o.max_frames, o.max_frames)
+        if self.labels != FUSION_LABELS and o.modality != "face":
+            src.close()
+            raise ValueError(f"the face model's labels {self.labels} differ from the fusion labels {FUSION_LABELS}: "
+                             "use --modality face with this model")
+        voice, voice_note = self.voice(source)
+        timeline = VoiceTimeline.from_audio_result(voice) if voice is not None and voice.segments else None
+        fuser = AVFuser(timeline, o.modality)
+        decisions = Decisions(self.labels)
+        error = None
+        n = rows = 0
+        last_t = 0.0
+        start = time.perf_counter()
+        opened: list[FrameSink] = []
+        bar = tqdm(total=expected, unit="frame", desc=desc[:30], disable=not progress, leave=False,
+                   dynamic_ncols=True)
+        try:
+            for sink in sinks:
+                sink.open(self.labels, fuser.groups, sampled_fps)
+                opened.append(sink)
+            for result in self.process(src):
+                frame = result.frame
+                n, last_t = n + 1, frame.time_s
+                fused = fuser.frame(frame.time_s, frame.image, result.faces)
+                for sink in sinks:
+                    sink.write(result, fused)
+                rows += len(result.faces)
+                for f in result.faces:
+                    decisions.add(f.track_id, frame.time_s, f.p, f.evidence)
+                bar.update()
+        except MediaError as exc:
+            error = str(exc)
+        finally:
+            bar.close()
+            for sink in opened:
+                sink.close()
+            src.close()
+        if error is not None and n == 0:  # nothing decodable at all: like a file that does not open
+            raise MediaError(error)
+        elapsed = time.perf_counter() - start
+        decoded_s = last_t + (1.0 / info.fps if info.fps else 0.0) if n else 0.0
+        duration = info.duration_s if (info.duration_s and error is None and o.max_frames is None) else decoded_s
+        tracks = decisions.track_summaries()
+        for t in tracks:
+            t.update(fuser.track_labels(t["track_id"], t["label_sum"]))
+        video_labels = decisions.video()
+        return {
+            "main_tracks": decisions.main_tracks(),
+            "source": str(source),
+            "duration_s": round(duration, 3),
+            "frames_analysed": n,
+            "frames_decoded": src.frames_decoded,
+            "processing_fps": round(n / elapsed, 2) if elapsed > 0 else None,
+            "width": info.width,
+            "height": info.height,
+            "fps": round(info.fps, 3) if info.fps else None,
+            "faces_found": rows,
+            "tracks": tracks,
+            **video_labels,
+            **fuser.video_labels(video_labels["label_sum"], voice.probs if voice is not None else None),
+            "fusion": {
+                "modality": o.modality,
+                "voice_used": timeline is not None,
+                "note": voice_note,
+                "speaker_attribution": fuser.rules,
+                "weights": fuser.weights.source.get("rule"),
+            },
+            "voice": None if voice is None else {k: v for k, v in voice.to_dict().items() if k != "path"},
+            "labels": list(self.labels),
+            "model": str(self.faces.model.path),
+            "options": asdict(o),
+            "outputs": {},
+            "message": None if tracks else "no face found in the analysed frames",
+            "error": error,
+        }
+
     # -- one input to files ------------------------------------------------------------------
     def run(
         self,
@@ -226,109 +334,99 @@ class VideoAnalyzer:
         decoded raises :class:`~emolens.media.MediaError` (nothing is left behind); a decoding
         error midway is recorded in ``summary["error"]`` and the rows before it are kept.
         """
-        from tqdm import tqdm
+        from emolens.outputs import plot_timeline, write_json, write_parquet
 
-        from emolens.outputs import FrameCsvWriter, VideoWriter, draw_tracked, plot_timeline, write_json, write_parquet
-
-        o = self.options
-        src = VideoSource(source, every=o.every, fps=o.fps, max_frames=o.max_frames, max_pixels=o.max_video_pixels)
-        info = src.info
         out = Path(out_dir)
         stem = stem or output_stem(str(source))
         paths = {"frames_csv": out / f"{stem}.frames.csv", "summary_json": out / f"{stem}.summary.json"}
+        csv_sink = CsvSink(paths["frames_csv"])
+        sinks: list[FrameSink] = [csv_sink]
         if annotate:
             paths["annotated_mp4"] = out / f"{stem}.annotated.mp4"
-        sampled_fps = _sampled_fps(info.fps, o)
-        expected = None
-        if info.frame_count:
-            expected = math.ceil(info.frame_count / o.every) if o.fps is None else None
-            if o.fps is not None and info.duration_s:
-                expected = math.ceil(info.duration_s * min(o.fps, info.fps or o.fps))
-            if o.max_frames:
-                expected = min(expected or o.max_frames, o.max_frames)
-        from emolens.fusion import FUSION_LABELS, AVFuser, VoiceTimeline
-
-        if self.labels != FUSION_LABELS and o.modality != "face":
-            raise ValueError(f"the face model's labels {self.labels} differ from the fusion labels {FUSION_LABELS}: "
-                             "use --modality face with this model")
-        voice, voice_note = self.voice(source)
-        timeline = VoiceTimeline.from_audio_result(voice) if voice is not None and voice.segments else None
-        fuser = AVFuser(timeline, o.modality)
-        decisions = Decisions(self.labels)
-        error = None
-        n = 0
-        last_t = 0.0
-        start = time.perf_counter()
-        writer = FrameCsvWriter(paths["frames_csv"], self.labels, fuser.groups)
-        video = VideoWriter(paths["annotated_mp4"], fps=sampled_fps) if annotate else None
-        bar = tqdm(total=expected, unit="frame", desc=stem[:30], disable=not progress, leave=False, dynamic_ncols=True)
+            sinks.append(AnnotatedVideoSink(paths["annotated_mp4"], bars))
         try:
-            for result in self.process(src):
-                frame = result.frame
-                n, last_t = n + 1, frame.time_s
-                fused = fuser.frame(frame.time_s, frame.image, result.faces)
-                writer.write_frame(frame.time_s, frame.index, result.faces, fused)
-                for f in result.faces:
-                    decisions.add(f.track_id, frame.time_s, f.p, f.evidence)
-                if video is not None:
-                    video.write(draw_tracked(frame.image, _fused_view(result.faces, fused, self.labels), bars))
-                bar.update()
-        except MediaError as exc:
-            error = str(exc)
-        finally:
-            bar.close()
-            writer.close()
-            src.close()
-            if video is not None:
-                video.close()
-        if error is not None and n == 0:  # nothing decodable at all: like a file that does not open
-            paths["frames_csv"].unlink(missing_ok=True)
-            raise MediaError(error)
-        elapsed = time.perf_counter() - start
-        decoded_s = last_t + (1.0 / info.fps if info.fps else 0.0) if n else 0.0
-        duration = info.duration_s if (info.duration_s and error is None and o.max_frames is None) else decoded_s
-        tracks = decisions.track_summaries()
-        for t in tracks:
-            t.update(fuser.track_labels(t["track_id"], t["label_sum"]))
-        video_labels = decisions.video()
-        summary = {
-            "main_tracks": decisions.main_tracks(),
-            "source": str(source),
-            "duration_s": round(duration, 3),
-            "frames_analysed": n,
-            "frames_decoded": src.frames_decoded,
-            "processing_fps": round(n / elapsed, 2) if elapsed > 0 else None,
-            "width": info.width,
-            "height": info.height,
-            "fps": round(info.fps, 3) if info.fps else None,
-            "faces_found": writer.rows,
-            "tracks": tracks,
-            **video_labels,
-            **fuser.video_labels(video_labels["label_sum"], voice.probs if voice is not None else None),
-            "fusion": {
-                "modality": o.modality,
-                "voice_used": timeline is not None,
-                "note": voice_note,
-                "speaker_attribution": fuser.rules,
-                "weights": fuser.weights.source.get("rule"),
-            },
-            "voice": None if voice is None else {k: v for k, v in voice.to_dict().items() if k != "path"},
-            "labels": list(self.labels),
-            "model": str(self.faces.model.path),
-            "options": asdict(o),
-            "outputs": {k: str(v) for k, v in paths.items()},
-            "message": None if tracks else "no face found in the analysed frames",
-            "error": error,
-        }
+            summary = self.analyse(source, sinks, progress=progress, desc=stem)
+        except MediaError:
+            if csv_sink.writer is not None:  # opened, but nothing decodable: leave nothing behind
+                paths["frames_csv"].unlink(missing_ok=True)
+            raise
         if parquet:
             paths["frames_parquet"] = out / f"{stem}.frames.parquet"
             write_parquet(paths["frames_csv"], paths["frames_parquet"])
-        if plot and tracks:
+        if plot and summary["tracks"]:
             paths["timeline_png"] = out / f"{stem}.timeline.png"
             plot_timeline(paths["frames_csv"], paths["timeline_png"], title=stem)
         summary["outputs"] = {k: str(v) for k, v in paths.items()}
         write_json(summary, paths["summary_json"])
         return summary
+
+
+class FrameSink(Protocol):
+    """Where :meth:`VideoAnalyzer.analyse` hands each analysed frame: ``open`` (face labels, extra
+    probability groups such as ``("voice", "fused")``, frames per second of the analysed frames),
+    ``write`` (one frame's faces and their fusion results, one dict per face), ``close``."""
+
+    def open(self, labels: tuple[str, ...], groups: tuple[str, ...], fps: float) -> None:
+        """Start (called once, before the first frame)."""
+
+    def write(self, result: FrameResult, fused: list[dict]) -> None:
+        """Take one analysed frame."""
+
+    def close(self) -> None:
+        """Finish (called once, also after an error)."""
+
+
+class CsvSink:
+    """``<stem>.frames.csv`` (see :class:`~emolens.outputs.FrameCsvWriter`)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.writer: FrameCsvWriter | None = None
+
+    def open(self, labels: tuple[str, ...], groups: tuple[str, ...], fps: float) -> None:
+        """Create the file and write its header."""
+        from emolens.outputs import FrameCsvWriter
+
+        self.writer = FrameCsvWriter(self.path, labels, groups)
+
+    def write(self, result: FrameResult, fused: list[dict]) -> None:
+        """Append the frame's rows (flushed)."""
+        if self.writer is not None:
+            self.writer.write_frame(result.frame.time_s, result.frame.index, result.faces, fused)
+
+    def close(self) -> None:
+        """Close the file."""
+        if self.writer is not None:
+            self.writer.close()
+
+
+class AnnotatedVideoSink:
+    """``<stem>.annotated.mp4``: every analysed frame with its faces drawn (fused labels during speech)."""
+
+    def __init__(self, path: str | os.PathLike, bars: bool = True) -> None:
+        self.path, self.bars = Path(path), bars
+        self.video: VideoWriter | None = None
+        self.labels: tuple[str, ...] = ()
+
+    def open(self, labels: tuple[str, ...], groups: tuple[str, ...], fps: float) -> None:
+        """Start the encoder."""
+        from emolens.outputs import VideoWriter
+
+        self.labels = labels
+        self.video = VideoWriter(self.path, fps=fps)
+
+    def write(self, result: FrameResult, fused: list[dict]) -> None:
+        """Draw and encode one frame."""
+        from emolens.outputs import draw_tracked
+
+        if self.video is not None:
+            self.video.write(draw_tracked(result.frame.image, _fused_view(result.faces, fused, self.labels),
+                                          self.bars))
+
+    def close(self) -> None:
+        """Finish the file (removed when no frame was written)."""
+        if self.video is not None:
+            self.video.close()
 
 
 def _fused_view(faces: list[TrackedFace], fused: list[dict], labels: tuple[str, ...]) -> list[TrackedFace]:
