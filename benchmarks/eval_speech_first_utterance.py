@@ -27,7 +27,7 @@ from emolens.train.speech_multi import (
 
 def main() -> None:
     """Print the first-utterance LOCO UAR per corpus."""
-    cfg = MultiConfig(copies=2, norm="online", prior=8.0, hidden=128)
+    cfg = MultiConfig(copies=2, norm="online", prior=8.0, hidden=128, encoder=True)
     data, feats, _ = load_features("../shared/data", cfg)
     for corpus in dict.fromkeys(data.corpora.tolist()):
         train, test, classes = loco_split(data, corpus)

@@ -84,6 +84,13 @@ def test_ensemble_export_chooses_on_publictest_and_ships_a_card(tiny: dict, tmp_
     models = tmp_path / "models"
     models.mkdir()
     path = ship_face_model(out, "tiny", models)
+    from emolens.explanations import explain_block, gradcam_maps
+
+    shipped = ExpressionModel(path)  # shipping adds the Grad-CAM / activation outputs
+    assert explain_block(shipped) is not None
+    faces = np.random.default_rng(0).integers(0, 255, (2, 48, 48), np.uint8)
+    assert gradcam_maps(shipped, faces)[0].shape == (2, 48, 48)
+    assert np.array_equal(shipped.predict(faces), ExpressionModel(out / "face_expression.onnx").predict(faces))
     card = json.loads((models / "face_tiny.json").read_text())
     assert path.name == "face_tiny.onnx" and card["faces_per_second"]["value"] > 0
     assert {"accuracy", "macro_f1", "per_class"} <= set(card["PrivateTest"])

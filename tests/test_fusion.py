@@ -7,11 +7,11 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from emolens.faces import Face
 from emolens.fusion import (
     FUSION_LABELS,
     AVFuser,
@@ -26,6 +26,7 @@ from emolens.fusion import (
     reliability,
 )
 from emolens.labels import RAVDESS8
+from emolens.tracked import FusedFace, TrackedFace
 
 
 def onehot(name: str, p: float = 1.0) -> np.ndarray:
@@ -145,8 +146,9 @@ def test_timeline_lookup() -> None:
     assert VoiceTimeline([]).at(1.0) is None
 
 
-def face(track_id: int, box: list[float], p: np.ndarray) -> SimpleNamespace:
-    return SimpleNamespace(track_id=track_id, face=SimpleNamespace(box=np.array(box, float)), p=p)
+def face(track_id: int, box: list[float], p: np.ndarray) -> TrackedFace:
+    label = FUSION_LABELS[int(np.argmax(p))]
+    return TrackedFace(track_id, Face(np.array(box, np.float32), 0.9), label, dict(zip(FUSION_LABELS, p)), p=p)
 
 
 def test_speaker_picker_follows_the_sound_and_never_falls_back_to_the_largest_face() -> None:
@@ -180,9 +182,10 @@ def test_av_fuser_streams_and_decides() -> None:
     for i in range(20):  # 2 s at 10 fps: speech in the first second only
         out = fuser.frame(i / 10, image, [face(1, [10, 10, 50, 50], onehot("neutral", 0.6))])
         if i < 10:
-            assert out[0]["voice"] is not None and out[0]["rule"] == "both:only_face"
+            assert out[0].voice is not None and out[0].rule == "both:only_face" and out[0].speaking
+            assert out[0].segment == 0 and out[0].label in FUSION_LABELS and out[0].fused is not None
         else:
-            assert out[0]["voice"] is None and out[0]["rule"] == "face"
+            assert out[0].voice is None and out[0].rule == "face" and not out[0].speaking
     labels = fuser.track_labels(1, "neutral")
     assert labels == {"label_face": "neutral", "label_voice": "angry", "label_fused": labels["label_fused"],
                       "voice_frames": 10}
@@ -195,7 +198,7 @@ def test_av_fuser_streams_and_decides() -> None:
     # face modality: voice ignored entirely
     face_only = AVFuser(tl, "face")
     assert face_only.groups == ()
-    assert face_only.frame(0.5, image, [face(1, [0, 0, 9, 9], onehot("sad"))])[0]["voice"] is None
+    assert face_only.frame(0.5, image, [face(1, [0, 0, 9, 9], onehot("sad"))])[0] == FusedFace()
 
 
 def run_video(*args: str) -> subprocess.CompletedProcess:

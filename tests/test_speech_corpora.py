@@ -190,3 +190,38 @@ def test_video_voice_is_rescored_per_tracked_person(ravdess: Path) -> None:
     new_person = fuser.voice_for(2, track_id=2)  # the same sound from a person heard for the first time
     assert not np.allclose(heard_before, new_person)
     assert np.allclose(fuser.voice_for(2, track_id=1), heard_before)  # cached: a segment counts once
+
+
+# ----------------------------------------------------------------------------- speaker encoder
+
+
+def test_speech_encoder_embeddings(ravdess: Path) -> None:
+    """The shipped GE2E encoder: two unit vectors per utterance, closer within a speaker than across
+    (mean cosine over a few utterances of two actors)."""
+    from emolens.voice.encoder import EMBED_DIM, SpeechEncoder, encoder_feature_names
+
+    enc = SpeechEncoder()
+    files = {a: sorted((ravdess / f"Actor_{a}").glob("03-01-0[1-5]-01-01-01-*.ogg")) for a in ("23", "24")}
+    emb = {a: np.stack([enc.embed(load_audio(f)) for f in fs]) for a, fs in files.items()}
+    e = emb["23"][0]
+    assert e.shape == (EMBED_DIM,) == (len(encoder_feature_names()),) and np.isfinite(e).all()
+    for half in (e[:256], e[256:]):
+        assert np.linalg.norm(half) == pytest.approx(1, abs=1e-3)
+    a, b = emb["23"][:, 256:], emb["24"][:, 256:]
+    assert len(a) == len(b) == 5
+    assert (a @ a.T).mean() > (a @ b.T).mean() + 0.1 and (b @ b.T).mean() > (a @ b.T).mean() + 0.1
+    short = enc.embed(np.zeros(800, np.float32))  # 50 ms of silence: no crash, still finite
+    assert np.isfinite(short).all()
+
+
+def test_shipped_model_reads_the_encoder_it_names() -> None:
+    meta = json.loads(DEFAULT_SPEECH_MODEL.with_suffix(".json").read_text())
+    model = SpeechEmotionModel()
+    if meta.get("encoder"):
+        assert model.encoder is not None and (DEFAULT_SPEECH_MODEL.parent / meta["encoder"]).is_file()
+        n_func = len(functional_names())
+        assert max(meta["normalization"]["columns"]) >= n_func  # some columns are encoder values
+    else:
+        assert model.encoder is None
+    raw = model.raw_features(np.random.default_rng(0).normal(0, 0.1, 32000).astype(np.float32))
+    assert raw.shape == (len(meta["normalization"]["columns"]),)

@@ -21,6 +21,7 @@ webdriver = pytest.importorskip("selenium.webdriver")
 
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import Select  # noqa: E402
 
 from emolens.server import ServerConfig, create_app, running_server  # noqa: E402
 
@@ -346,3 +347,112 @@ def test_live_webcam(browser, url: str) -> None:  # noqa: ANN001
         assert fps >= 10, (fps, ms)
     else:
         assert fps >= 0.4 * capacity, (fps, ms)
+
+
+KEEP_CANVAS = "const c = document.getElementById('photo-canvas'); " \
+              "window._kept = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+# per face: the share of pixels in its (scaled) box that differ from the kept canvas by more than 40
+CHANGED = """
+    const c = document.getElementById('photo-canvas'), now = c.getContext('2d').getImageData(0, 0, c.width,
+        c.height).data, old = window._kept, s = arguments[1];
+    return arguments[0].map((f) => {
+        const [x0, y0] = [Math.round(f.box[0] * s), Math.round(f.box[1] * s)];
+        const [x1, y1] = [Math.round((f.box[0] + f.box[2]) * s), Math.round((f.box[1] + f.box[3]) * s)];
+        let n = 0, changed = 0;
+        for (let y = y0 + 3; y < y1 - 3; y++) for (let x = x0 + 3; x < x1 - 3; x++) {
+            const i = 4 * (y * c.width + x);
+            n++;
+            if (Math.abs(now[i] - old[i]) + Math.abs(now[i + 1] - old[i + 1]) + Math.abs(now[i + 2] - old[i + 2]) > 40)
+                changed++;
+        }
+        return changed / Math.max(1, n);
+    });"""
+
+
+def test_explain_toggle_shows_heat_maps_and_region_bars(browser, url: str, media: Path) -> None:  # noqa: ANN001
+    """Explain on: a heat map drawn over every face and eyes / nose / mouth bars per face; off: the
+    normal view again (the same pixels); labels still inside the canvas and apart."""
+    open_page(browser, url)
+    severe_logs(browser)  # drained
+    choose(browser, media / "photos" / "group_selfie_7faces.jpg")
+    wait_for(browser, "document.getElementById('result').dataset.state === 'done'")
+    result = browser.execute_script("return window.emolens.last;")
+    scale = browser.execute_script("return document.getElementById('photo-canvas').width;") / result["size"][0]
+    browser.execute_script(KEEP_CANVAS + " window._plain = window._kept;")
+    canvas = browser.find_element(By.ID, "photo-canvas")
+    assert canvas.get_attribute("data-overlays") == "0" and not displayed(browser, "explain-legend")
+    toggle = browser.find_element(By.CSS_SELECTOR, "#photo-result .switch")
+    toggle.click()
+    wait_for(browser, "document.getElementById('photo-result').dataset.explain === 'on'")
+    explained = browser.execute_script("return window.emolens.explain;")
+    n = len(result["faces"])
+    assert len(explained["faces"]) == n >= 2 and canvas.get_attribute("data-overlays") == str(n)
+    changed = browser.execute_script(CHANGED, result["faces"], scale)
+    assert min(changed) > 0.05, changed  # the heat map's colours lie over every face
+    assert displayed(browser, "explain-legend") and "explained" in status(browser)
+    cards = browser.find_elements(By.CSS_SELECTOR, "#faces .face-card")
+    for card, face in zip(cards, explained["faces"], strict=True):
+        assert card.find_element(By.CSS_SELECTOR, ".explain").is_displayed()
+        rows = card.find_elements(By.CSS_SELECTOR, ".regions .region")
+        assert [r.get_attribute("data-region") for r in rows] == ["eyes", "nose", "mouth"]
+        top = max(0.05, *(abs(d[face["label"]]) for d in face["regions"].values()))  # the card's scale
+        for row in rows:
+            delta = face["regions"][row.get_attribute("data-region")][face["label"]]
+            assert float(row.get_attribute("data-delta")) == pytest.approx(delta)
+            fill, track = (row.find_element(By.CSS_SELECTOR, c).rect for c in (".region-fill", ".region-track"))
+            assert fill["width"] == pytest.approx(track["width"] / 2 * abs(delta) / top, abs=1.5)
+            middle = track["x"] + track["width"] / 2  # left of the middle: the region supported the label
+            assert (fill["x"] + fill["width"] / 2 < middle) == (delta < 0) or fill["width"] < 1
+        pic = card.find_element(By.CSS_SELECTOR, "img.face-heat")
+        width = browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth;", pic)
+        assert width == 192 * (1 + len(face["methods"]))  # the aligned face, then its heat map per method
+        grids = card.find_elements(By.CSS_SELECTOR, "details.activations img")
+        assert len(grids) == (1 if face["activations_png"] else 0)  # the conv-stage grid, folded away
+    width, height = canvas.get_attribute("width"), canvas.get_attribute("height")
+    tags = [p["tag"] for p in browser.execute_script("return window.emolens.layout;")]
+    for i, r in enumerate(tags):
+        assert r[0] >= 0 and r[1] >= 0 and r[0] + r[2] <= float(width) + 0.5 and r[1] + r[3] <= float(height) + 0.5
+        assert all(_overlap(r, o) < 1 for o in tags[i + 1:])
+    methods = [m for m in browser.execute_script("return window.emolens.health.explain_methods;") if m != "both"]
+    assert explained["faces"][0]["methods"] == methods  # one request brings every method's maps
+    if len(methods) > 1:  # the method menu switches the maps on the canvas
+        assert canvas.get_attribute("data-method") == methods[0] and displayed(browser, "explain-method")
+        browser.execute_script(KEEP_CANVAS)
+        Select(browser.find_element(By.ID, "explain-method")).select_by_value(methods[1])
+        wait_for(browser, f"document.getElementById('photo-canvas').dataset.method === '{methods[1]}'")
+        assert max(browser.execute_script(CHANGED, result["faces"], scale)) > 0.05
+        assert "Grad-CAM" in browser.find_element(By.ID, "explain-legend").text
+    if os.environ.get("EMOLENS_SCREENSHOTS"):  # a folder: keep a picture of the page to look at
+        browser.execute_script("document.getElementById('photo-result').scrollIntoView();")
+        browser.save_screenshot(str(Path(os.environ["EMOLENS_SCREENSHOTS"]) / "explain.png"))
+    # off: the normal view, pixel for pixel; on again: from the answer already fetched
+    toggle.click()
+    wait_for(browser, "document.getElementById('photo-result').dataset.explain === 'off'")
+    assert canvas.get_attribute("data-overlays") == "0"
+    browser.execute_script("window._kept = window._plain;")
+    assert max(browser.execute_script(CHANGED, result["faces"], scale)) == 0
+    assert not any(c.find_element(By.CSS_SELECTOR, ".explain").is_displayed() for c in cards)
+    toggle.click()
+    wait_for(browser, "document.getElementById('photo-result').dataset.explain === 'on'")
+    assert canvas.get_attribute("data-overlays") == str(n)
+    assert not severe_logs(browser)
+
+
+def test_explain_error_is_shown_and_the_result_kept(browser, url: str, media: Path) -> None:  # noqa: ANN001
+    open_page(browser, url)
+    choose(browser, media / "photos" / "portrait_happy.png")
+    wait_for(browser, "document.getElementById('result').dataset.state === 'done'")
+    # the server refuses the explain request (as it would a photo over its limits)
+    browser.execute_script("""
+        const real = window.fetch;
+        window.fetch = (u, o) => String(u).includes('/api/explain') ? Promise.resolve(new Response(
+            JSON.stringify({detail: 'image too large: 5000x5000 pixels'}),
+            {status: 413, headers: {'content-type': 'application/json'}})) : real(u, o);""")
+    browser.find_element(By.CSS_SELECTOR, "#photo-result .switch").click()
+    wait_for(browser, "document.getElementById('photo-result').dataset.explain === 'error'")
+    shown = browser.find_element(By.ID, "explain-error")
+    assert shown.is_displayed() and "413" in shown.text and "image too large" in shown.text
+    assert "error" in browser.find_element(By.ID, "status").get_attribute("class")
+    assert displayed(browser, "photo-result") and len(browser.find_elements(By.CSS_SELECTOR, "#faces .face-card")) == 1
+    assert not browser.find_element(By.ID, "explain-toggle").is_selected()
+    assert browser.find_element(By.ID, "photo-canvas").get_attribute("data-overlays") == "0"

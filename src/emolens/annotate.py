@@ -27,7 +27,7 @@ FONT = 0  # cv2.FONT_HERSHEY_SIMPLEX
 class FaceMark:
     """What to draw for one face: ``box`` ``[x, y, w, h]``, ``label``, ``probs`` and the tag text."""
 
-    box: Sequence[float]
+    box: Sequence[float] | np.ndarray
     label: str
     probs: dict[str, float] | None = None
     title: str | None = None

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emolens.device import check_device
 from emolens.expression import ExpressionModel, default_model
 from emolens.faces import Face, FaceDetector, make_detector
 from emolens.labels import probs_dict
@@ -56,7 +57,8 @@ class FaceAnalyzer:
     """Detector + aligner + expression model, loaded once and reused for many images/frames.
 
     Photo files whose header declares more than ``max_pixels`` (width x height; None: no limit)
-    are refused before decoding (:class:`~emolens.media.MediaTooLarge`).
+    are refused before decoding (:class:`~emolens.media.MediaTooLarge`). ``device``: where the
+    expression model runs, ``cpu``, ``cuda`` or ``auto`` (:mod:`emolens.device`).
     """
 
     def __init__(
@@ -65,6 +67,7 @@ class FaceAnalyzer:
         model: str | os.PathLike | ExpressionModel | None = None,
         min_score: float = 0.6,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        device: str = "cpu",
     ) -> None:
         if isinstance(min_score, bool) or not isinstance(min_score, (int, float)) or not 0 <= min_score <= 1:
             raise ValueError(f"min_score must be a number in 0..1, got {min_score!r}")
@@ -81,7 +84,7 @@ class FaceAnalyzer:
         if isinstance(model, ExpressionModel):
             self.model = model
         else:
-            self.model = default_model(str(model) if model else "default")
+            self.model = default_model(str(model) if model else "default", check_device(device))
 
     def classify(self, image: np.ndarray, faces: list[Face]) -> list[FaceResult]:
         """Expressions for already-detected ``faces`` in a BGR image (one batched model call)."""
@@ -119,22 +122,23 @@ class FaceAnalyzer:
                 yield ImageResult(str(p), [], str(exc))
 
 
-_DEFAULT: dict[tuple[str, str, int | None], FaceAnalyzer] = {}
+_DEFAULT: dict[tuple[str, str, int | None, str], FaceAnalyzer] = {}
 
 
 def analyze_image(
     image: str | os.PathLike | np.ndarray, detector: str = "yunet", model: str | os.PathLike = "default",
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS, device: str = "cpu",
 ) -> ImageResult:
     """Find every face in a photo (path or BGR/gray array) and classify its expression.
 
     ``model``: ``"default"`` (fast), ``"accurate"`` or an ONNX path (see :func:`emolens.available_models`).
     A file whose header declares more than ``max_pixels`` raises :class:`~emolens.media.MediaTooLarge`
-    (a :class:`~emolens.media.MediaError`) before it is decoded.
+    (a :class:`~emolens.media.MediaError`) before it is decoded. ``device``: ``cpu``, ``cuda`` or
+    ``auto`` (``cuda`` without onnxruntime-gpu and a GPU raises :class:`~emolens.device.DeviceError`).
     """
-    key = (detector, str(model), max_pixels)
+    key = (detector, str(model), max_pixels, device)
     if key not in _DEFAULT:
-        _DEFAULT[key] = FaceAnalyzer(detector, model, max_pixels=max_pixels)
+        _DEFAULT[key] = FaceAnalyzer(detector, model, max_pixels=max_pixels, device=device)
     return _DEFAULT[key].analyze_image(image)
 
 

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from emolens.cli_video import DeviceOption
 from emolens.faces import DetectorName
 from emolens.media import DEFAULT_MAX_PIXELS, DEFAULT_MAX_VIDEO_PIXELS
 
@@ -60,6 +61,7 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
         request_timeout: Annotated[float, typer.Option(
             help="Seconds a request's headers may take, and a request body may pause, before the "
                  "connection is closed (408).", min=1)] = 10,
+        device: DeviceOption = "cpu",
     ) -> None:
         """Web page and REST API: photos, audio, video jobs, live webcam (open http://HOST:PORT/)."""
         try:
@@ -76,7 +78,7 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
         tokens = _names(token) or _names([os.environ.get("EMOLENS_TOKEN", "")])
-        config = ServerConfig(detector=detector, min_score=min_score, model=model,
+        config = ServerConfig(detector=detector, min_score=min_score, model=model, device=device,
                               max_video_bytes=int(max_upload_mb * 1e6), max_image_bytes=int(max_image_mb * 1e6),
                               max_pixels=max_pixels, max_video_pixels=max_video_pixels,
                               host=host, allowed_hosts=_names(allowed_hosts),

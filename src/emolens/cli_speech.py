@@ -17,6 +17,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from emolens.cli_video import DeviceOption
+
 
 def _fail(message: str, code: int = 2) -> None:
     typer.echo(f"error: {message}", err=True)
@@ -54,6 +56,7 @@ def audio(
                                                min=0)] = 0,
     timeline: Annotated[bool, typer.Option("--timeline", "-t", help="Print every segment.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not print the table.")] = False,
+    device: DeviceOption = "cpu",
 ) -> None:
     """Recognise the emotion in speech: one label per file plus a timeline of speech segments."""
     from emolens.outputs import write_json
@@ -64,7 +67,7 @@ def audio(
         _fail("no audio or video files found in the given paths")
     try:
         analyzer = AudioAnalyzer(model, vad=vad, threads=threads or None, threshold=threshold,
-                                 max_segment_s=max_segment)
+                                 max_segment_s=max_segment, device=device)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     results = []
@@ -90,13 +93,14 @@ def audio(
 
 
 def _protocol(data: Path, protocol: str, corpora: str, copies: int, norm: str, hidden: int, epochs: int,
-              drop: str, json_out: Optional[Path]) -> None:
+              drop: str, json_out: Optional[Path], encoder: bool = True) -> None:
     """``evaluate speech --protocol speakers|corpora``."""
     try:
         from emolens.train.speech_multi import MultiConfig, confusions, run_protocol, save_json, strip_logits, table
     except ImportError as exc:
         _fail(f"the generalisation protocols train models and need PyTorch: pip install 'emolens[train]' ({exc})")
-    cfg = MultiConfig(copies=copies, norm=norm, hidden=hidden, epochs=epochs, prior=8.0 if norm == "online" else 0.0)
+    cfg = MultiConfig(copies=copies, norm=norm, hidden=hidden, epochs=epochs, prior=8.0 if norm == "online" else 0.0,
+                      encoder=encoder)
     chosen = [c.strip() for c in corpora.split(",") if c.strip()] or None
     try:
         result = run_protocol(data, protocol, cfg, drop, chosen)
@@ -124,12 +128,15 @@ def evaluate_speech(
     epochs: Annotated[int, typer.Option(help="--protocol: full-batch training epochs.")] = 150,
     drop: Annotated[str, typer.Option(help="--protocol: functionals to leave out (name prefixes, |-separated).")]
     = "",
+    encoder: Annotated[bool, typer.Option(help="--protocol: add the speaker-encoder embeddings to the functionals.")]
+    = True,
     model: Annotated[Optional[Path], typer.Option(help="ONNX model (default: the shipped one).")] = None,
     speakers: Annotated[str, typer.Option(help="Speakers to evaluate: 'heldout' (the model's held-out speakers, "
                                                "from its JSON), 'all', or a list like 23,24.")] = "heldout",
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write metrics JSON here.")] = None,
     confusion_png: Annotated[Optional[Path], typer.Option("--confusion", help="Write the confusion matrix PNG here.")]
     = None,
+    device: DeviceOption = "cpu",
 ) -> None:
     """Accuracy, macro-F1, per-class scores and confusion matrix of a speech model on labelled audio,
     or (``--protocol``) how well the multi-corpus recipe generalises to unseen speakers / corpora."""
@@ -140,7 +147,7 @@ def evaluate_speech(
             _fail(f"unknown protocol {protocol!r} (model, speakers, corpora)")
         if not data.is_dir():
             _fail(f"{data}: not a folder")
-        _protocol(data, protocol, corpora, copies, norm, hidden, epochs, drop, json_out)
+        _protocol(data, protocol, corpora, copies, norm, hidden, epochs, drop, json_out, encoder)
         return
 
     from emolens.media import MediaError, load_audio
@@ -152,7 +159,7 @@ def evaluate_speech(
         _fail(f"{data}: not found")
     try:
         dataset = load_speech_data(data)
-        net = SpeechEmotionModel(model)
+        net = SpeechEmotionModel(model, device=device)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     if speakers == "heldout":
@@ -211,6 +218,8 @@ def train_speech_cmd(
     hidden: Annotated[int, typer.Option(help="functionals: MLP hidden units (0: linear).")] = 128,
     drop: Annotated[str, typer.Option(help="functionals: features left out (name prefixes, |-separated; '' none).")]
     = "",
+    encoder: Annotated[bool, typer.Option(help="functionals: add the speaker-encoder embeddings (GE2E, shipped "
+                                               "as models/speech_encoder.onnx).")] = True,
     folds: Annotated[int, typer.Option(help="Speaker-independent cross-validation folds.")] = 6,
     cv: Annotated[bool, typer.Option(help="Run the cross-validation.")] = True,
     baseline: Annotated[bool, typer.Option(help="Also cross-validate the MFCC + 1D-CNN baseline.")] = True,
@@ -234,7 +243,7 @@ def train_speech_cmd(
         except ImportError as exc:
             _fail(f"training needs PyTorch: pip install 'emolens[train]' ({exc})")
         cfg = MultiConfig(copies=copies, norm=norm, hidden=hidden, epochs=epochs if epochs != 45 else 150,
-                          seed=seed, threads=threads, prior=prior if norm == "online" else 0.0)
+                          seed=seed, threads=threads, prior=prior if norm == "online" else 0.0, encoder=encoder)
         protocols = ("corpora", "speakers") if cv else ("corpora",)
         try:
             res = train_functionals(data, out, cfg, drop=drop, protocols=protocols)

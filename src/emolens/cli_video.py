@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
+from emolens.device import Device
 from emolens.faces import DetectorName
 from emolens.media import DEFAULT_MAX_VIDEO_PIXELS
 
@@ -44,16 +45,34 @@ Bars = Annotated[bool, typer.Option(help="Draw each face's probability bars (--n
 Model = Annotated[str, typer.Option(help="Face model: default (fast), accurate, or an .onnx file.")]
 
 
+def _usable_device(device: str) -> str:
+    """Usage error (exit 2) when the device cannot be used here, before any work starts."""
+    from emolens.device import DeviceError, providers_for
+
+    try:
+        providers_for(device)
+    except DeviceError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return device
+
+
+#: ``--device`` of every command that runs models.
+DeviceOption = Annotated[Device, typer.Option(
+    "--device", callback=_usable_device,
+    help="Where the models run: cpu, cuda (needs onnxruntime-gpu and a CUDA GPU) or auto (CUDA when "
+         "available, else CPU).")]
+
+
 def _fail(message: str, code: int = 2) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
 
-def _analyzer(model: str, **options: object):  # noqa: ANN202
+def _analyzer(model: str, **options: Any):  # noqa: ANN202
     from emolens.video import VideoAnalyzer, VideoOptions
 
     try:
-        opts = VideoOptions(**options)  # type: ignore[arg-type]
+        opts = VideoOptions(**options)
         return VideoAnalyzer(opts, model)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         _fail(str(exc))
@@ -89,11 +108,13 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
         model: Model = "default",
         annotate: Annotated[bool, typer.Option(help="Write OUT/<stem>.annotated.mp4.")] = True,
         bars: Bars = True,
-        fmt: Annotated[str, typer.Option("--format", help="csv, or parquet (adds OUT/<stem>.frames.parquet).")] = "csv",
+        fmt: Annotated[str, typer.Option("--format", help="csv, or parquet (adds OUT/<stem>.frames.parquet, "
+                                                          "written as the frames come).")] = "csv",
         plot: Annotated[bool, typer.Option(help="Write OUT/<stem>.timeline.png (emotions over time).")] = False,
         progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
         modality: Annotated[str, typer.Option(help="face, voice or both (voice fused in during speech).")] = "both",
         max_video_pixels: MaxVideoPixels = DEFAULT_MAX_VIDEO_PIXELS,
+        device: DeviceOption = "cpu",
     ) -> None:
         """Faces in videos: tracks, per-frame expressions, one decision per track and per video.
 
@@ -108,17 +129,19 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
         if fmt not in ("csv", "parquet"):
             _fail(f"unknown --format {fmt!r} (csv, parquet)")
         if fmt == "parquet":
+            from emolens.sinks import require_pyarrow
+
             try:
-                import pyarrow  # noqa: F401
-            except ImportError:
-                _fail("--format parquet needs pyarrow: pip install 'emolens[parquet]'")
+                require_pyarrow()
+            except RuntimeError as exc:
+                _fail(str(exc))
         inputs = iter_video_inputs(paths)
         if not inputs:
             _fail("no video inputs found in the given paths")
         analyzer = _analyzer(model, every=every, fps=fps, detect_every=detect_every, classify_every=classify_every,
                              max_frames=max_frames,
                              detector=detector, min_score=min_score, smooth=smooth, alpha=alpha, window=window,
-                             modality=modality, max_video_pixels=max_video_pixels)
+                             modality=modality, max_video_pixels=max_video_pixels, device=device)
         failed, used = 0, set()
         for source in inputs:
             try:
@@ -179,6 +202,7 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
         model: Model = "default",
         bars: Bars = True,
         max_video_pixels: MaxVideoPixels = DEFAULT_MAX_VIDEO_PIXELS,
+        device: DeviceOption = "cpu",
     ) -> None:
         """Real-time overlay of a camera, stream or file (q or Ctrl-C stops); shows FPS.
 
@@ -190,7 +214,8 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
         _check_every_fps(ctx, fps)
         analyzer = _analyzer(model, every=every, fps=fps, detect_every=detect_every, classify_every=classify_every,
                              max_frames=max_frames, detector=detector, min_score=min_score, smooth=smooth,
-                             alpha=alpha, window=window_frames, modality="face", max_video_pixels=max_video_pixels)
+                             alpha=alpha, window=window_frames, modality="face", max_video_pixels=max_video_pixels,
+                             device=device)
 
         def ready(preview: str) -> None:
             where = "in a window (q to quit)" if preview == "window" else f"at {preview} (Ctrl-C to stop)"

@@ -1,10 +1,14 @@
-"""Why a face got its label: occlusion heat maps and eyes / nose / mouth evidence (onnxruntime only).
+"""Why a face got its label: heat maps, layer activations and eyes / nose / mouth evidence (onnxruntime only).
 
-:func:`occlusion_map` slides a grey patch over an aligned face and records how much the predicted
-class's probability drops under each position (all occluded copies go through the model in one
-batched call). :func:`region_deltas` masks the eyes and brows, the nose, or the mouth (rectangles
-derived from the model's 5-point alignment template) and reports each class's probability change.
-:func:`explain` does both for every face of a photo and warps the map back onto the photo.
+Two heat-map methods: :func:`occlusion_map` slides a grey patch over an aligned face and records
+how much the predicted class's probability drops under each position (all occluded copies go
+through the model in one batched call); :func:`gradcam_maps` is Grad-CAM on the last conv stage,
+from the activations and class-score gradients the shipped models export
+(:mod:`emolens.train.face_explain_export`). :func:`activation_maps` summarises each conv stage
+(mean over channels and the most active channels). :func:`region_deltas` masks the eyes and brows,
+the nose, or the mouth (rectangles derived from the model's 5-point alignment template) and reports
+each class's probability change. :func:`explain` does all of it for every face of a photo and warps
+the maps back onto the photo. :func:`deletion_test` measures whether a method's maps are faithful.
 
 >>> import emolens
 >>> for e in emolens.explain("photo.jpg"):
@@ -27,6 +31,16 @@ from emolens.media import DEFAULT_MAX_PIXELS, as_bgr, load_image
 GREY = 128
 #: The facial regions of :func:`region_deltas`, in order.
 REGIONS: tuple[str, ...] = ("eyes", "nose", "mouth")
+#: Heat-map methods of :func:`saliency_maps` / :func:`explain`.
+METHODS: tuple[str, ...] = ("occlusion", "gradcam")
+#: How :func:`deletion_test` removes pixels: a blurred copy of the face (standard in deletion
+#: metrics) or mid grey.
+OPERATORS: tuple[str, ...] = ("blur", "grey")
+#: Gaussian sigma (aligned-face pixels, of 48) of the ``blur`` operator: removes eye- and mouth-sized
+#: detail, keeps the face's overall brightness.
+BLUR_SIGMA = 4.0
+#: Channels shown per conv stage by :func:`activation_maps` (besides the channel mean).
+TOP_CHANNELS = 7
 
 
 def face_regions(spec: ModelSpec) -> dict[str, tuple[int, int, int, int]]:
@@ -103,15 +117,210 @@ def occlusion_map(model: ExpressionModel, crop: np.ndarray, patch: int = 8, stri
 def region_deltas(model: ExpressionModel, crop: np.ndarray) -> dict[str, dict[str, float]]:
     """``{region: {class: change}}``: each class's probability with the region masked in grey minus
     its probability on the intact crop (one batched call)."""
-    crop = np.asarray(crop)
+    changes = region_changes(model, np.asarray(crop)[None])[1][0]
+    return {name: {c: round(float(v), 4) for c, v in zip(model.labels, changes[i])} for i, name in enumerate(REGIONS)}
+
+
+def region_changes(model: ExpressionModel, crops: np.ndarray, batch: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Batched region masking: ``(probs (N, classes), changes (N, regions, classes))``, the change of
+    each class's probability when each region of :data:`REGIONS` is masked in grey."""
+    crops = np.asarray(crops)
     boxes = face_regions(model.spec)
-    copies = np.repeat(crop[None], len(REGIONS) + 1, axis=0)
-    for i, name in enumerate(REGIONS, start=1):
-        x0, y0, x1, y1 = boxes[name]
-        copies[i, y0:y1, x0:x1] = GREY
-    probs = model.predict(copies)
-    return {name: {c: round(float(v), 4) for c, v in zip(model.labels, probs[i] - probs[0])}
-            for i, name in enumerate(REGIONS, start=1)}
+    probs, changes = [], []
+    for start in range(0, len(crops), batch):
+        chunk = crops[start: start + batch]
+        copies = np.repeat(chunk[:, None], len(REGIONS) + 1, axis=1)
+        for i, name in enumerate(REGIONS, start=1):
+            x0, y0, x1, y1 = boxes[name]
+            copies[:, i, y0:y1, x0:x1] = GREY
+        p = model.predict(copies.reshape(-1, *chunk.shape[1:])).reshape(len(chunk), len(REGIONS) + 1, -1)
+        probs.append(p[:, 0])
+        changes.append(p[:, 1:] - p[:, :1])
+    return np.concatenate(probs), np.concatenate(changes)
+
+
+def region_evidence(model: ExpressionModel, faces: np.ndarray, labels: np.ndarray) -> dict:
+    """Which region carries each class, over a labelled set of aligned faces: per true class, the
+    mean drop of that class's probability when the eyes and brows, the nose or the mouth is masked
+    in grey (positive: the region supports the class). Returns ``{"regions", "classes", "count",
+    "drop": {class: {region: mean drop}}, "share": {class: {region: drop / sum of positive drops}}}``."""
+    labels = np.asarray(labels)
+    _, changes = region_changes(model, faces)
+    drop, share, count = {}, {}, {}
+    for c, name in enumerate(model.labels):
+        rows = changes[labels == c, :, c]  # (n, regions): change of the true class
+        count[name] = int(len(rows))
+        mean = -rows.mean(0) if len(rows) else np.zeros(len(REGIONS))
+        drop[name] = {r: round(float(v), 4) for r, v in zip(REGIONS, mean)}
+        pos = np.clip(mean, 0, None)
+        share[name] = {r: round(float(v / pos.sum()), 3) if pos.sum() > 0 else 0.0 for r, v in zip(REGIONS, pos)}
+    return {"regions": list(REGIONS), "classes": list(model.labels), "count": count, "drop": drop, "share": share,
+            "mask": "grey (128) rectangles from the 5-point alignment template (emolens.explanations.face_regions)"}
+
+
+def region_evidence_table(evidence: dict) -> str:
+    """Markdown table of :func:`region_evidence`: mean drop of the true class per region, the region
+    carrying most of it."""
+    regions = evidence["regions"]
+    lines = ["| class | faces | " + " | ".join(f"drop, {r} masked" for r in regions) + " | main region |",
+             "|---|---:|" + "---:|" * len(regions) + "---|"]
+    for c in evidence["classes"]:
+        d = evidence["drop"][c]
+        top = max(regions, key=lambda r: d[r])
+        lines.append(f"| {c} | {evidence['count'][c]} | " + " | ".join(f"{d[r]:+.3f}" for r in regions)
+                     + f" | {top} ({evidence['share'][c][top]:.0%}) |")
+    return "\n".join(lines)
+
+
+def plot_region_evidence(evidence: dict, path: str | os.PathLike, title: str = "") -> None:
+    """Grouped bar chart of :func:`region_evidence` (one group per class, one bar per region) as a small PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    classes, regions = evidence["classes"], evidence["regions"]
+    x = np.arange(len(classes))
+    width = 0.8 / len(regions)
+    fig, ax = plt.subplots(figsize=(7, 3))
+    for i, (r, color) in enumerate(zip(regions, ("#4c72b0", "#999999", "#dd8452"))):
+        ax.bar(x + (i - (len(regions) - 1) / 2) * width, [evidence["drop"][c][r] for c in classes], width,
+               label=f"{r} masked", color=color)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_xticks(x, classes)
+    ax.set_ylabel("drop of the true class's prob.")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def explain_block(model: ExpressionModel) -> dict | None:
+    """The model's ``explain`` metadata (graph outputs for stage activations and class-score gradients),
+    or None for a model exported without them."""
+    import json
+
+    from emolens.expression import META_KEY
+
+    raw = model.session.get_modelmeta().custom_metadata_map.get(META_KEY)
+    block = json.loads(raw).get("explain") if raw else None
+    return block if block and block.get("branches") else None
+
+
+def _require_block(model: ExpressionModel) -> dict:
+    block = explain_block(model)
+    if block is None:
+        raise ValueError(f"{model.path}: this model has no Grad-CAM/activation outputs; add them with "
+                         "`python -m emolens.train.face_explain_export MODEL.onnx`")
+    return block
+
+
+def _run_explain(model: ExpressionModel, crops: np.ndarray, names: list[str]) -> list[np.ndarray]:
+    """The explain outputs ``names`` for aligned crops (the model's own input window)."""
+    block = _require_block(model)
+    off = (crops.shape[1] - model.crop) // 2
+    x = crops[:, off: off + model.crop, off: off + model.crop].astype(np.float32)
+    x = x[:, None] if model.spec.color == "gray" else x.transpose(0, 3, 1, 2)
+    return model.session.run(names, {model.input_name: np.ascontiguousarray(x), block["switch"]: np.array(True)})
+
+
+def _to_frame(cam: np.ndarray, crop: int, frame: int, flip: bool) -> np.ndarray:
+    """A stage-resolution map ``(h, w)`` resized (bilinear) over the network's ``crop`` x ``crop`` input
+    window of the ``frame`` x ``frame`` aligned face (as Grad-CAM does); 0 on the margin the network
+    does not see."""
+    import cv2
+
+    up = cv2.resize(cam.astype(np.float32), (crop, crop), interpolation=cv2.INTER_LINEAR)
+    if flip:
+        up = up[:, ::-1]
+    off = (frame - crop) // 2
+    return cv2.copyMakeBorder(np.ascontiguousarray(up), off, frame - crop - off, off, frame - crop - off,
+                              cv2.BORDER_CONSTANT, value=0)
+
+
+def gradcam_maps(model: ExpressionModel, crops: np.ndarray, targets: np.ndarray | None = None,
+                 batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Grad-CAM heat maps ``float32 (N, frame, frame)`` of aligned ``crops`` and their probabilities.
+
+    For every network and view of the model (an ensemble's members, a mirrored view), the last conv
+    stage's channels are weighted by the gradient of the target class's logit (default: the
+    predicted class) averaged over the stage, summed, and brought back to the aligned face
+    (mirrored views flipped back); the maps of all networks and views are averaged. The result is
+    Grad-CAM before its final ReLU (negative where the evidence speaks against the class), in logit
+    units. Returns ``(maps, probs)``.
+    """
+    crops = np.asarray(crops)
+    if crops.ndim == (2 if model.spec.color == "gray" else 3):
+        crops = crops[None]
+    branches = _require_block(model)["branches"]
+    probs = model.predict(crops)
+    targets = probs.argmax(1) if targets is None else np.asarray(targets)
+    frame = crops.shape[1]
+    maps = np.zeros((len(crops), frame, frame), np.float32)
+    names = [n for b in branches for n in (b["stages"][-1], b["grad"])]
+    for start in range(0, len(crops), batch):
+        outs = _run_explain(model, crops[start: start + batch], names)
+        for j, b in enumerate(branches):
+            acts, grads = outs[2 * j], outs[2 * j + 1]  # (n, F, h, w), (n, C, F)
+            t = targets[start: start + len(acts)]
+            weights = grads[np.arange(len(acts)), t] / (acts.shape[2] * acts.shape[3])
+            cams = np.einsum("nf,nfhw->nhw", weights, acts)
+            for i, cam in enumerate(cams):
+                maps[start + i] += _to_frame(cam, model.crop, frame, b["flip"])
+    return maps / len(branches), probs
+
+
+@dataclass
+class StageActivation:
+    """One conv stage of one network for one face: ``mean`` ``(h, w)`` over all channels, and the
+    ``top`` channels with the highest mean activation (``channels`` their indices, ``maps``
+    ``(k, h, w)``); ``name`` e.g. ``stage2`` or ``net1/stage2`` for an ensemble."""
+
+    name: str
+    mean: np.ndarray = field(repr=False)
+    channels: list[int]
+    maps: np.ndarray = field(repr=False)
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (no arrays): name, size, channel indices and their mean activations."""
+        return {"name": self.name, "size": list(self.mean.shape), "channels": self.channels,
+                "channel_means": [round(float(m.mean()), 4) for m in self.maps]}
+
+
+def activation_maps(model: ExpressionModel, crops: np.ndarray, top: int = TOP_CHANNELS,
+                    batch: int = 16) -> list[list[StageActivation]]:
+    """Per face, every conv stage's activations (last conv of the stage, after its ReLU) of each
+    network (un-mirrored view): the channel mean and the ``top`` most active channels."""
+    crops = np.asarray(crops)
+    if crops.ndim == (2 if model.spec.color == "gray" else 3):
+        crops = crops[None]
+    branches = [b for b in _require_block(model)["branches"] if not b["flip"]]
+    names = [n for b in branches for n in b["stages"]]
+    out: list[list[StageActivation]] = []
+    for start in range(0, len(crops), batch):
+        arrays = _run_explain(model, crops[start: start + batch], names)
+        for i in range(len(arrays[0])):
+            stages, k = [], 0
+            for b in branches:
+                for s in range(len(b["stages"])):
+                    a = arrays[k][i]
+                    k += 1
+                    order = np.argsort(-a.mean((1, 2)), kind="stable")[:top]
+                    name = f"stage{s + 1}" if len(branches) == 1 else f"net{b['member'] + 1}/stage{s + 1}"
+                    stages.append(StageActivation(name, a.mean(0), [int(c) for c in order], a[order].copy()))
+            out.append(stages)
+    return out
+
+
+def saliency_maps(model: ExpressionModel, crops: np.ndarray, method: str = "occlusion", patch: int = 8,
+                  stride: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Heat maps ``(N, frame, frame)`` of ``method`` (``occlusion`` or ``gradcam``) and the probabilities."""
+    if method == "occlusion":
+        return occlusion_maps(model, crops, patch, stride)
+    if method == "gradcam":
+        return gradcam_maps(model, crops)
+    raise ValueError(f"unknown heat-map method {method!r}; choose from {', '.join(METHODS)}")
 
 
 def alignment_matrix(face: Face, spec: ModelSpec) -> np.ndarray:
@@ -156,9 +365,12 @@ def warp_to_image(heat: np.ndarray, matrix: np.ndarray, shape: tuple[int, ...]) 
 class Explanation:
     """Why one face got its label.
 
-    ``heatmap``: occlusion map ``(frame, frame)`` over ``crop`` (the aligned face the model saw);
-    ``image_heatmap``: the same map warped back onto the photo, covering ``image_box`` ``[x, y, w, h]``;
-    ``regions``: ``{eyes|nose|mouth: {class: probability change when masked}}``.
+    ``heatmap``: the heat map ``(frame, frame)`` over ``crop`` (the aligned face the model saw) of
+    ``method`` (the first method asked for); ``image_heatmap``: the same map warped back onto the
+    photo, covering ``image_box`` ``[x, y, w, h]``; ``heatmaps`` / ``image_heatmaps``: ``{method: map}``
+    for every method asked for; ``regions``: ``{eyes|nose|mouth: {class: probability change when
+    masked}}``; ``activations``: per conv stage, the channel mean and most active channels (empty for
+    a model without activation outputs).
     """
 
     face: Face
@@ -169,6 +381,14 @@ class Explanation:
     image_box: list[int]
     image_heatmap: np.ndarray = field(repr=False)
     regions: dict[str, dict[str, float]]
+    method: str = "occlusion"
+    heatmaps: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    image_heatmaps: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    activations: list[StageActivation] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        self.heatmaps = self.heatmaps or {self.method: self.heatmap}
+        self.image_heatmaps = self.image_heatmaps or {self.method: self.image_heatmap}
 
     @property
     def box(self) -> list[int]:
@@ -176,54 +396,90 @@ class Explanation:
         return self.face.to_dict()["box"]
 
     def to_dict(self) -> dict:
-        """JSON-ready: box, score, label, probs, ``image_box`` and the region deltas (no arrays)."""
+        """JSON-ready: box, score, label, probs, ``image_box``, the region deltas, the methods and an
+        activation summary (no arrays)."""
         return {**self.face.to_dict(), "label": self.label, "probs": self.probs, "image_box": self.image_box,
-                "regions": self.regions}
+                "regions": self.regions, "methods": list(self.heatmaps),
+                "activations": [a.to_dict() for a in self.activations]}
+
+
+def _methods(method: str) -> list[str]:
+    if method == "both":
+        return list(METHODS)
+    if method not in METHODS:
+        raise ValueError(f"unknown heat-map method {method!r}; choose from {', '.join(METHODS)} or both")
+    return [method]
 
 
 def explain_faces(model: ExpressionModel, image: np.ndarray, faces: list[Face], patch: int = 8,
-                  stride: int = 4) -> list[Explanation]:
-    """Explanations for already-detected ``faces`` of a BGR image."""
+                  stride: int = 4, method: str = "occlusion", activations: bool = True) -> list[Explanation]:
+    """Explanations for already-detected ``faces`` of a BGR image; ``method``: ``occlusion``,
+    ``gradcam`` or ``both``; ``activations``: also summarise the conv stages (when the model has them)."""
+    methods = _methods(method)
     if not faces:
         return []
     crops = model.align(image, faces)
-    maps, probs = occlusion_maps(model, crops, patch, stride)
+    maps = {m: saliency_maps(model, crops, m, patch, stride) for m in methods}
+    probs = maps[methods[0]][1]
+    acts = activation_maps(model, crops) if activations and explain_block(model) else [[] for _ in faces]
     out = []
-    for face, crop, heat, p in zip(faces, crops, maps, probs):
-        image_box, image_heat = warp_to_image(heat, alignment_matrix(face, model.spec), image.shape)
-        out.append(Explanation(face, model.labels[int(p.argmax())], probs_dict(p, model.labels), crop, heat,
-                               image_box, image_heat, region_deltas(model, crop)))
+    for i, (face, crop, p) in enumerate(zip(faces, crops, probs)):
+        matrix = alignment_matrix(face, model.spec)
+        heat = {m: maps[m][0][i] for m in methods}
+        warped = {m: warp_to_image(h, matrix, image.shape) for m, h in heat.items()}
+        image_box = warped[methods[0]][0]
+        out.append(Explanation(face, model.labels[int(p.argmax())], probs_dict(p, model.labels), crop,
+                               heat[methods[0]], image_box, warped[methods[0]][1], region_deltas(model, crop),
+                               methods[0], heat, {m: w[1] for m, w in warped.items()}, acts[i]))
     return out
 
 
 def explain(image: str | os.PathLike | np.ndarray, model: str | os.PathLike | ExpressionModel = "default",
             detector: str = "yunet", patch: int = 8, stride: int = 4,
-            max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[Explanation]:
-    """Find every face in a photo (path or BGR/gray array) and explain its expression label.
+            max_pixels: int | None = DEFAULT_MAX_PIXELS, device: str = "cpu", method: str = "occlusion",
+            activations: bool = True) -> list[Explanation]:
+    """Find every face in a photo (path or BGR/gray array) and explain its expression label
+    (``method``: ``occlusion``, ``gradcam`` or ``both``; ``device``: where the model runs, ``cpu``,
+    ``cuda`` or ``auto``).
 
-    Raises :class:`~emolens.media.MediaError` for an unreadable file, ``ValueError`` for a bad model name.
+    Raises :class:`~emolens.media.MediaError` for an unreadable file, ``ValueError`` for a bad model
+    name or method.
     """
     from emolens.faces import make_detector
 
-    net = model if isinstance(model, ExpressionModel) else default_model(str(model))
+    _methods(method)
+    net = model if isinstance(model, ExpressionModel) else default_model(str(model), device)
     array = load_image(image, max_pixels) if isinstance(image, (str, os.PathLike)) else as_bgr(image)
-    return explain_faces(net, array, make_detector(detector).detect(array), patch, stride)
+    return explain_faces(net, array, make_detector(detector).detect(array), patch, stride, method, activations)
 
 
-def deletion_test(model: ExpressionModel, crops: np.ndarray, fraction: float = 0.2, patch: int = 8,
-                  stride: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
-    """Faithfulness of the occlusion maps: per face, the predicted class's probability drop when the
-    ``fraction`` most salient pixels of the network's input window are set to grey (``salient``), and
-    when as many random pixels are: ``random`` takes the top of a random map with the same blob
-    structure (random patch scores), ``pixels`` scattered single pixels (a harsher, noise-like mask).
-    Returns ``{"salient": (N,), "random": (N,), "pixels": (N,)}``."""
+def removal_fill(crops: np.ndarray, operator: str = "blur") -> np.ndarray:
+    """What removed pixels are replaced with: a Gaussian-blurred copy of each face (sigma
+    :data:`BLUR_SIGMA`) for ``blur``, mid grey for ``grey``."""
+    import cv2
+
     crops = np.asarray(crops)
-    maps, probs = occlusion_maps(model, crops, patch, stride)
+    if operator == "grey":
+        return np.full_like(crops, GREY)
+    if operator == "blur":
+        return np.stack([cv2.GaussianBlur(c, (0, 0), BLUR_SIGMA, borderType=cv2.BORDER_REFLECT) for c in crops])
+    raise ValueError(f"unknown removal operator {operator!r}; choose from {', '.join(OPERATORS)}")
+
+
+def deletion_drops(model: ExpressionModel, crops: np.ndarray, maps: np.ndarray, probs: np.ndarray,
+                   fraction: float = 0.2, operator: str = "blur", seed: int = 0,
+                   patch: int = 8, stride: int = 4) -> dict[str, np.ndarray]:
+    """Per face, the predicted class's probability drop when the ``fraction`` highest pixels of its map
+    (inside the network's input window) are removed with ``operator`` (``salient``), and when as many
+    random pixels are: ``random`` takes the top of a random map with the occlusion maps' blob
+    structure (random scores of ``patch`` x ``patch`` patches), ``pixels`` scattered single pixels."""
+    crops = np.asarray(crops)
     targets = probs.argmax(1)
     frame, crop = crops.shape[1], model.crop
     off = (frame - crop) // 2
     k = int(round(fraction * crop * crop))
     rng = np.random.default_rng(seed)
+    fill = removal_fill(crops, operator)
     masked = {name: crops.copy() for name in ("salient", "random", "pixels")}
     for i in range(len(crops)):
         blobs = _random_map(frame, patch, stride, rng)[off: off + crop, off: off + crop].ravel()
@@ -232,10 +488,22 @@ def deletion_test(model: ExpressionModel, crops: np.ndarray, fraction: float = 0
                           ("random", np.argsort(-blobs, kind="stable")[:k]),
                           ("pixels", rng.choice(crop * crop, k, replace=False))):
             ys, xs = np.unravel_index(idx, (crop, crop))
-            masked[name][i, ys + off, xs + off] = GREY
+            masked[name][i, ys + off, xs + off] = fill[i, ys + off, xs + off]
     rows = np.arange(len(crops))
     base = probs[rows, targets]
     return {name: base - model.predict(m)[rows, targets] for name, m in masked.items()}
+
+
+def deletion_test(model: ExpressionModel, crops: np.ndarray, fraction: float = 0.2, patch: int = 8,
+                  stride: int = 4, seed: int = 0, method: str = "occlusion",
+                  operator: str = "blur") -> dict[str, np.ndarray]:
+    """Faithfulness of a heat-map ``method``: per face, the predicted class's probability drop when the
+    ``fraction`` most salient pixels are removed (``salient``) and when as many random ones are
+    (``random``: blobs, ``pixels``: scattered); see :func:`deletion_drops` and :func:`removal_fill`.
+    Returns ``{"salient": (N,), "random": (N,), "pixels": (N,)}``."""
+    crops = np.asarray(crops)
+    maps, probs = saliency_maps(model, crops, method, patch, stride)
+    return deletion_drops(model, crops, maps, probs, fraction, operator, seed, patch, stride)
 
 
 def _random_map(frame: int, patch: int, stride: int, rng: np.random.Generator) -> np.ndarray:
@@ -258,24 +526,65 @@ def heat_colors(heat: np.ndarray, scale: float | None = None) -> tuple[np.ndarra
     return colors, norm
 
 
+def _tag(pic: np.ndarray, text: str, x: int = 0, y: int = 0, scale: float = 0.5) -> None:
+    """White text on a black box at ``(x, y)`` (top-left), in place."""
+    import cv2
+
+    (tw, th), _ = cv2.getTextSize(text, 0, scale, 1)
+    cv2.rectangle(pic, (x, y), (x + tw + 8, y + th + 10), (0, 0, 0), -1)
+    cv2.putText(pic, text, (x + 4, y + th + 4), 0, scale, (255, 255, 255), 1, cv2.LINE_AA)
+
+
 def draw_face_heatmap(e: Explanation, size: int = 192) -> np.ndarray:
-    """BGR picture: the aligned face beside it with its heat map overlaid, ``size`` px each, labelled."""
+    """BGR picture: the aligned face, then the face with each method's heat map overlaid (``size`` px
+    each), labelled with the class and the method."""
     import cv2
 
     crop = e.crop if e.crop.ndim == 3 else cv2.cvtColor(e.crop, cv2.COLOR_GRAY2BGR)
     face = cv2.resize(crop, (size, size), interpolation=cv2.INTER_CUBIC)
-    colors, _ = heat_colors(cv2.resize(e.heatmap, (size, size), interpolation=cv2.INTER_CUBIC))
-    overlay = cv2.addWeighted(face, 0.5, colors, 0.5, 0)
-    pic = np.concatenate([face, overlay], axis=1)
-    text = f"{e.label} {e.probs[e.label]:.2f}"
-    (tw, th), _ = cv2.getTextSize(text, 0, 0.5, 1)
-    cv2.rectangle(pic, (0, 0), (tw + 8, th + 10), (0, 0, 0), -1)
-    cv2.putText(pic, text, (4, th + 4), 0, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+    panels = [face]
+    for method, heat in e.heatmaps.items():
+        colors, _ = heat_colors(cv2.resize(heat, (size, size), interpolation=cv2.INTER_LINEAR))
+        panel = cv2.addWeighted(face, 0.5, colors, 0.5, 0)
+        _tag(panel, method, 0, size - 24, 0.45)
+        panels.append(panel)
+    pic = np.concatenate(panels, axis=1)
+    _tag(pic, f"{e.label} {e.probs[e.label]:.2f}")
     return pic
 
 
-def draw_image_heatmaps(image: np.ndarray, explanations: list[Explanation]) -> np.ndarray:
-    """A copy of a BGR photo with each face's heat map blended in where it lies, plus box and label."""
+def draw_activation_grid(e: Explanation, cell: int = 64) -> np.ndarray:
+    """BGR grid of the conv-stage activations: one row per stage (and network), the channel mean
+    then the most active channels, each scaled to its own maximum (VIRIDIS, dark = 0)."""
+    import cv2
+
+    if not e.activations:
+        raise ValueError("this explanation has no activations (the model has no activation outputs)")
+    label_w, head = 110, 22
+    cols = 1 + max(len(a.channels) for a in e.activations)
+    pic = np.full((head + len(e.activations) * (cell + 2), label_w + cols * (cell + 2), 3), 255, np.uint8)
+    cv2.putText(pic, "mean", (label_w + 4, 16), 0, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(pic, "most active channels (#index)", (label_w + cell + 8, 16), 0, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    for r, a in enumerate(e.activations):
+        y = head + r * (cell + 2)
+        cv2.putText(pic, a.name, (4, y + cell // 2), 0, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(pic, f"{a.mean.shape[0]}x{a.mean.shape[1]}", (4, y + cell // 2 + 18), 0, 0.4, (90, 90, 90), 1,
+                    cv2.LINE_AA)
+        for c, (m, title) in enumerate([(a.mean, ""), *((mp, f"#{ch}") for mp, ch in zip(a.maps, a.channels))]):
+            top = float(m.max())
+            norm = (m / top * 255).astype(np.uint8) if top > 1e-6 else np.zeros(m.shape, np.uint8)
+            tile = cv2.applyColorMap(cv2.resize(norm, (cell, cell), interpolation=cv2.INTER_NEAREST),
+                                     cv2.COLORMAP_VIRIDIS)
+            if title:
+                cv2.putText(tile, title, (2, cell - 4), 0, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
+            x = label_w + c * (cell + 2)
+            pic[y: y + cell, x: x + cell] = tile
+    return pic
+
+
+def draw_image_heatmaps(image: np.ndarray, explanations: list[Explanation], method: str | None = None) -> np.ndarray:
+    """A copy of a BGR photo with each face's heat map (of ``method``, default each face's first) blended
+    in where it lies, plus box and label."""
     from emolens.annotate import FaceMark, draw_faces
 
     out = as_bgr(image).astype(np.float32)
@@ -283,9 +592,21 @@ def draw_image_heatmaps(image: np.ndarray, explanations: list[Explanation]) -> n
         x, y, w, h = e.image_box
         if w == 0 or h == 0:
             continue
-        colors, weight = heat_colors(e.image_heatmap, float(np.clip(e.heatmap, 0, None).max()))
+        m = method or e.method
+        colors, weight = heat_colors(e.image_heatmaps[m], float(np.clip(e.heatmaps[m], 0, None).max()))
         alpha = (0.65 * np.sqrt(weight))[..., None]
         region = out[y: y + h, x: x + w]
         out[y: y + h, x: x + w] = region * (1 - alpha) + colors * alpha
     return draw_faces(out.clip(0, 255).astype(np.uint8), [FaceMark(e.face.box, e.label, e.probs) for e in
                                                           explanations], bars=False)
+
+
+def regions_table(explanations: list[Explanation]) -> str:
+    """Plain-text table: per face and region, the change of the face's own class and the class that
+    gains most when the region is masked."""
+    lines = [f"{'face':>4}  {'label':<9} {'region':<6} {'own class':>9}  most raised"]
+    for i, e in enumerate(explanations):
+        for region, deltas in e.regions.items():
+            gain = max(deltas, key=deltas.get)
+            lines.append(f"{i:>4}  {e.label:<9} {region:<6} {deltas[e.label]:>+9.3f}  {gain} {deltas[gain]:+.3f}")
+    return "\n".join(lines)

@@ -108,28 +108,31 @@ def read_spec(path: Path, session: Any = None) -> ModelSpec:
     return ModelSpec.from_dict(meta)
 
 
-def _session(path: Path, threads: int | None = None):  # noqa: ANN202
-    import onnxruntime as ort
+def _session(path: Path, threads: int | None = None, device: str = "cpu"):  # noqa: ANN202
+    from emolens.device import inference_session
 
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    return inference_session(path, threads, device)
 
 
 class ExpressionModel:
     """A facial-expression classifier (onnxruntime only; torch is not needed).
 
-    ``model``: a registry name (``default``, ``accurate``) or an ONNX path. :meth:`align` cuts
-    faces out of an image the way this model expects; :meth:`predict` takes those crops and
-    returns class probabilities in :attr:`labels` order.
+    ``model``: a registry name (``default``, ``accurate``) or an ONNX path; ``device``: ``cpu``,
+    ``cuda`` or ``auto`` (:mod:`emolens.device`). :meth:`align` cuts faces out of an image the way
+    this model expects; :meth:`predict` takes those crops and returns class probabilities in
+    :attr:`labels` order.
     """
 
-    def __init__(self, model: str | os.PathLike | None = None, threads: int | None = None) -> None:
+    def __init__(self, model: str | os.PathLike | None = None, threads: int | None = None,
+                 device: str = "cpu") -> None:
+        from emolens.device import DeviceError, check_device
+
+        check_device(device)
         self.path = resolve_model(model)
         try:
-            self.session = _session(self.path, threads)
+            self.session = _session(self.path, threads, device)
+        except DeviceError:
+            raise
         except Exception as exc:  # onnxruntime raises its own exception types for bad files
             raise ValueError(f"{self.path}: not a usable ONNX model ({str(exc).splitlines()[0][:200]})") from exc
         self.spec = read_spec(self.path, self.session)
@@ -171,6 +174,6 @@ class ExpressionModel:
 
 
 @lru_cache(maxsize=4)
-def default_model(model: str | None = None) -> ExpressionModel:
-    """A shared :class:`ExpressionModel` per name or path (loaded once per process)."""
-    return ExpressionModel(model)
+def default_model(model: str | None = None, device: str = "cpu") -> ExpressionModel:
+    """A shared :class:`ExpressionModel` per name or path and device (loaded once per process)."""
+    return ExpressionModel(model, device=device)

@@ -190,10 +190,10 @@ DetectorName = Literal["yunet"]
 DETECTORS: tuple[str, ...] = get_args(DetectorName)
 
 
-def make_detector(name: str = "yunet", **kwargs: object) -> FaceDetector:
+def make_detector(name: str = "yunet", **kwargs: Any) -> FaceDetector:
     """Build a detector by name (see :data:`DETECTORS`): ``yunet``."""
     if name == "yunet":
-        return YuNetDetector(**kwargs)  # type: ignore[arg-type]
+        return YuNetDetector(**kwargs)
     raise ValueError(f"unknown face detector {name!r} (choose from: {', '.join(DETECTORS)})")
 
 

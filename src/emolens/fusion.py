@@ -24,10 +24,15 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from emolens.labels import FER7, FOLD_TO_FER7
+from emolens.tracked import FUSION_GROUPS, FusedFace, TrackedFace
+
+if TYPE_CHECKING:  # pragma: no cover
+    from emolens.voice import AudioResult, SpeakerNormalizer, SpeechEmotionModel
 
 FUSION_LABELS: tuple[str, ...] = FER7
 DEFAULT_WEIGHTS = Path(__file__).parent / "models" / "fusion.json"
@@ -251,12 +256,12 @@ class VoiceTimeline:
         self.envelope, self.envelope_hop_s = envelope, envelope_hop_s
 
     @classmethod
-    def from_audio_result(cls, result: object) -> VoiceTimeline:
+    def from_audio_result(cls, result: AudioResult) -> VoiceTimeline:
         """From an :class:`emolens.voice.AudioResult` (its segments' probability dicts are folded;
         its speech envelope, when it has one, is kept for speaker attribution)."""
         segs = [VoiceSegment(s.start_s, s.end_s, fold_vector(s.probs), getattr(s, "features", None),
                              getattr(s, "partner_probs", None))
-                for s in result.segments]  # type: ignore[attr-defined]
+                for s in result.segments]
         return cls(segs, getattr(result, "envelope", None), getattr(result, "envelope_hop_s", 0.01))
 
     def at(self, time_s: float) -> int | None:
@@ -300,7 +305,7 @@ class SpeakerPicker:
         self.scores: dict[int, float] = {}
 
     @staticmethod
-    def mouth_crop(gray: np.ndarray, box: Sequence[float]) -> np.ndarray | None:
+    def mouth_crop(gray: np.ndarray, box: Sequence[float] | np.ndarray) -> np.ndarray | None:
         """The mouth region of a face box, as a 32x16 float crop (None if off-image)."""
         import cv2
 
@@ -321,7 +326,7 @@ class SpeakerPicker:
         b = int(np.clip(np.ceil(t1 / self.hop_s), a + 1, len(self.envelope)))
         return float(self.envelope[a:b].mean())
 
-    def pick(self, segment: int, gray: np.ndarray, faces: Sequence[tuple[int, Sequence[float]]],
+    def pick(self, segment: int, gray: np.ndarray, faces: Sequence[tuple[int, Sequence[float] | np.ndarray]],
              time_s: float | None = None) -> tuple[int, str] | None:
         """``(track_id, rule)`` of the speaker among ``faces`` = ``[(track_id, box), ...]``, or
         ``None`` when no face is clearly in sync with the speech."""
@@ -400,11 +405,13 @@ class AVFuser:
     """Streaming face+voice fusion over one video, frame by frame (see the module docstring).
 
     ``modality``: ``face`` (voice ignored), ``voice`` (fused = voice where there is speech)
-    or ``both``. ``timeline`` is None when the input has no usable sound.
+    or ``both``. ``timeline`` is None when the input has no usable sound. ``speech_model``: the
+    model that re-scores speech per tracked person (default: the shipped one, on the CPU).
     """
 
     def __init__(self, timeline: VoiceTimeline | None, modality: str = "both",
-                 weights: FusionWeights | CalibratedFusion | None = None) -> None:
+                 weights: FusionWeights | CalibratedFusion | None = None,
+                 speech_model: SpeechEmotionModel | None = None) -> None:
         from emolens.decide import Decisions, TrackStats
 
         if modality not in ("face", "voice", "both"):
@@ -412,12 +419,13 @@ class AVFuser:
         self.modality = modality
         self.timeline = timeline if modality != "face" else None
         self.weights = weights or default_weights()
-        self._rescore = None  # per tracked person: the speech model and a fresh per-speaker normaliser
+        #: per tracked person: the speech model and a fresh per-speaker normaliser
+        self._rescore: tuple[SpeechEmotionModel, SpeakerNormalizer] | None = None
         self._track_probs: dict[tuple[int, int], np.ndarray] = {}
         if self.timeline is not None and any(s.features is not None for s in self.timeline.segments):
             from emolens.voice import SpeakerNormalizer, default_speech_model
 
-            model = default_speech_model()
+            model = speech_model or default_speech_model()
             if model.normalizer is not None:
                 norm = model.normalizer
                 self._rescore = (model, SpeakerNormalizer(norm.mean, np.sqrt(norm.var), norm.prior))
@@ -430,51 +438,51 @@ class AVFuser:
 
     @property
     def groups(self) -> tuple[str, ...]:
-        """Extra probability groups for the frames CSV."""
-        return () if self.timeline is None else ("voice", "fused")
+        """Extra probability groups of the frames table (see :data:`emolens.tracked.FUSION_GROUPS`)."""
+        return () if self.timeline is None else FUSION_GROUPS
 
-    def frame(self, time_s: float, image: np.ndarray, faces: Sequence[object]) -> list[dict]:
-        """Fuse one frame. ``faces``: objects with ``track_id``, ``face.box`` and ``p`` (face probs).
-
-        Returns one ``{"voice": vec|None, "fused": vec|None, "label": str, "rule": str}`` per face.
-        """
-        if self.timeline is None:  # face only: nothing to fuse (the face model may have its own labels)
-            return [{"voice": None, "fused": None, "label": None, "rule": "face"} for _ in faces]
-        seg = self.timeline.at(time_s)
+    def frame(self, time_s: float, image: np.ndarray, faces: Sequence[TrackedFace]) -> list[FusedFace]:
+        """Fuse one frame: one :class:`~emolens.tracked.FusedFace` per face of ``faces``, in order."""
+        timeline = self.timeline
+        if timeline is None:  # face only: nothing to fuse (the face model may have its own labels)
+            return [FusedFace() for _ in faces]
+        seg = timeline.at(time_s)
         speaker, rule = None, None
         if seg is not None and faces:
             import cv2
 
             gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
-            picked = self.picker.pick(seg, gray, [(f.track_id, f.face.box) for f in faces], time_s)  # type: ignore
+            picked = self.picker.pick(seg, gray, [(f.track_id, f.face.box) for f in faces], time_s)
             speaker, rule = picked if picked is not None else (None, "unattributed")
             self.rules[rule] = self.rules.get(rule, 0) + 1
             if speaker is None:  # heard, but nobody visible is clearly saying it
-                self.voice_only.add(time_s, self.timeline.segments[seg].probs)  # type: ignore[union-attr]
+                self.voice_only.add(time_s, timeline.segments[seg].probs)
         elif seg is not None:
-            self.voice_only.add(time_s, self.timeline.segments[seg].probs)  # type: ignore[union-attr]
+            self.voice_only.add(time_s, timeline.segments[seg].probs)
         out = []
         for f in faces:
-            p_face = np.asarray(f.p, dtype=np.float64)  # type: ignore[attr-defined]
-            p_voice = self.voice_for(seg, f.track_id) if (seg is not None and f.track_id == speaker) else None  # type: ignore
+            p_face = np.asarray(f.p, dtype=np.float64)
+            p_voice = self.voice_for(seg, f.track_id) if (seg is not None and f.track_id == speaker) else None
+            fused: np.ndarray | None
             if self.modality == "voice":
                 fused, how = (p_voice, "voice") if p_voice is not None else (None, "none")
             else:
                 fused, how = self.weights.fuse(p_face, p_voice)
             if p_voice is not None:
-                self.voice.add(f.track_id, time_s, p_voice)  # type: ignore[attr-defined]
+                self.voice.add(f.track_id, time_s, p_voice)
             if fused is not None:
-                self.fused.add(f.track_id, time_s, fused)  # type: ignore[attr-defined]
+                self.fused.add(f.track_id, time_s, fused)
             label = FUSION_LABELS[int(np.argmax(fused))] if fused is not None else None
-            out.append({"voice": p_voice, "fused": fused if self.timeline is not None else None,
-                        "label": label, "rule": how if p_voice is None else f"{how}:{rule}"})
+            out.append(FusedFace(p_voice, fused, label, how if p_voice is None else f"{how}:{rule}", seg))
         return out
 
     def voice_for(self, seg: int, track_id: int) -> np.ndarray:
         """Folded voice probabilities of segment ``seg`` spoken by ``track_id``: with a functionals
         model, re-scored with that person's feature statistics accumulated online (each segment
         counted once per person); otherwise the recording-level probabilities."""
-        segment = self.timeline.segments[seg]  # type: ignore[union-attr]
+        if self.timeline is None:
+            raise ValueError("no voice timeline: nothing was heard")
+        segment = self.timeline.segments[seg]
         if self._rescore is None or segment.features is None:
             return segment.probs
         key = (seg, track_id)

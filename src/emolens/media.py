@@ -6,10 +6,12 @@ decoder traceback.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -271,6 +273,22 @@ class VideoInfo:
     def is_live(self) -> bool:
         """True for cameras and network streams (no end, no duration)."""
         return self.kind in ("camera", "stream")
+
+
+def expected_frames(info: VideoInfo, every: int = 1, fps: float | None = None,
+                    max_frames: int | None = None) -> int | None:
+    """How many frames a :class:`VideoSource` with these sampling settings will hand over
+    (``every``-th frame, or at most ``fps`` per second, stopping at ``max_frames``), from what
+    the source says about itself; None when it does not say (cameras, streams, unknown length)."""
+    total = None
+    if fps is not None:
+        if info.duration_s:
+            total = math.ceil(info.duration_s * min(fps, info.fps or fps))
+    elif info.frame_count:
+        total = math.ceil(info.frame_count / every)
+    if max_frames:
+        total = min(total or max_frames, max_frames)
+    return total
 
 
 def source_kind(source: str | int | os.PathLike) -> str:
@@ -618,6 +636,6 @@ class VideoSource:
         self.close()
 
 
-def open_video(source: str | int | os.PathLike, **kwargs: object) -> VideoSource:
+def open_video(source: str | int | os.PathLike, **kwargs: Any) -> VideoSource:
     """Open any frame source (see :class:`VideoSource`); raises :class:`MediaError` if it cannot."""
-    return VideoSource(source, **kwargs)  # type: ignore[arg-type]
+    return VideoSource(source, **kwargs)

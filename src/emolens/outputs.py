@@ -16,8 +16,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from matplotlib.figure import Figure
 
-    from emolens.api import FaceResult
-    from emolens.video import TrackedFace
+    from emolens.api import FaceResult, ImageResult
+    from emolens.tracked import FrameResult, TrackedFace
 
 
 def write_json(obj: object, path: str | os.PathLike) -> None:
@@ -49,17 +49,17 @@ def annotate_image(image: np.ndarray, faces: Sequence[FaceResult], bars: bool = 
     return draw_faces(image.copy(), [FaceMark(f.face.box, f.label, f.probs) for f in faces], bars=bars)
 
 
-def faces_table(results: Sequence[object]) -> str:
+def faces_table(results: Sequence[ImageResult]) -> str:
     """Plain-text table of :class:`~emolens.api.ImageResult` values (one row per face)."""
     lines = [f"{'file':<40} {'face':>4}  {'box (x,y,w,h)':<22} {'label':<9} {'prob':>5}  top-2"]
     for r in results:
-        name = Path(r.path).name if r.path else "<array>"  # type: ignore[attr-defined]
-        if r.error:  # type: ignore[attr-defined]
-            lines.append(f"{name:<40}  ERROR: {r.error}")  # type: ignore[attr-defined]
+        name = Path(r.path).name if r.path else "<array>"
+        if r.error:
+            lines.append(f"{name:<40}  ERROR: {r.error}")
             continue
-        if not r.faces:  # type: ignore[attr-defined]
+        if not r.faces:
             lines.append(f"{name:<40}  no face found")
-        for i, f in enumerate(r.faces):  # type: ignore[attr-defined]
+        for i, f in enumerate(r.faces):
             top = sorted(f.probs.items(), key=lambda kv: -kv[1])
             box = ",".join(str(v) for v in f.box)
             second = f"{top[1][0]} {top[1][1]:.2f}" if len(top) > 1 else ""
@@ -68,7 +68,7 @@ def faces_table(results: Sequence[object]) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Video outputs: per-frame CSV (written as we go), Parquet, timeline plot, annotated video.
+# Video outputs: frames table rows, per-frame CSV (written as we go), timeline plot, annotated video.
 # --------------------------------------------------------------------------------------------
 
 #: Landmark columns: right eye, left eye, nose, mouth right, mouth left (as seen), x and y in pixels.
@@ -81,15 +81,56 @@ FRAME_COLUMNS: tuple[str, ...] = (
 )
 
 
+#: Decimal places of the float columns of a frames table (CSV text and Parquet values alike).
+DIGITS = {"time_s": 3, "score": 3, "evidence": 3, "landmark": 1, "prob": 4}
+
+
+def frame_columns(labels: Sequence[str], groups: Sequence[str] = ()) -> list[str]:
+    """Columns of a frames table: :data:`FRAME_COLUMNS`, ``p_<class>`` and ``p_<group>_<class>``
+    for each extra probability group (``voice``, ``fused``)."""
+    return [*FRAME_COLUMNS, *(f"p_{n}" for n in labels), *(f"p_{g}_{n}" for g in groups for n in labels)]
+
+
+def frame_digits(labels: Sequence[str], groups: Sequence[str] = ()) -> list[int | None]:
+    """Decimal places per column of :func:`frame_columns` (None: not a float column)."""
+    head: list[int | None] = [DIGITS["time_s"], None, None, None, None, None, None, DIGITS["score"], None, None,
+                              DIGITS["evidence"], *([DIGITS["landmark"]] * len(LANDMARK_COLUMNS)), None]
+    return [*head, *([DIGITS["prob"]] * (len(labels) * (1 + len(groups))))]
+
+
+Row = tuple[float | int | bool | str | None, ...]
+
+
+def frame_rows(result: FrameResult, labels: Sequence[str], groups: Sequence[str] = ()) -> list[Row]:
+    """One row per face of an analysed frame, in :func:`frame_columns` order, floats rounded as
+    :data:`DIGITS` says; ``None`` for an empty cell (no landmarks, no speech at that moment)."""
+    t, index = round(result.frame.time_s, DIGITS["time_s"]), result.frame.index
+    rows: list[Row] = []
+    for f in result.faces:
+        x, y, w, h = (int(round(float(v))) for v in f.face.box)
+        marks = f.face.landmarks
+        points: list[float | None] = ([None] * len(LANDMARK_COLUMNS) if marks is None else
+                                      [round(float(v), DIGITS["landmark"]) for v in np.asarray(marks).reshape(-1)[:10]])
+        more: list[float | None] = []
+        for g in groups:
+            vec = f.fusion.group(g) if f.fusion is not None else None
+            more += [None] * len(labels) if vec is None else [round(float(v), DIGITS["prob"]) for v in vec]
+        rows.append((t, index, f.track_id, x, y, w, h, round(float(f.face.score), DIGITS["score"]), bool(f.detected),
+                     bool(f.classified), round(float(f.evidence), DIGITS["evidence"]), *points, f.label,
+                     *(round(float(f.probs.get(n, 0.0)), DIGITS["prob"]) for n in labels), *more))
+    return rows
+
+
 class FrameCsvWriter:
     """``<stem>.frames.csv``: one row per face per analysed frame, flushed after every frame, so
     rows already computed survive a crash, a decode error or Ctrl-C.
 
-    Columns: ``time_s, frame, track_id, x, y, w, h, score``; ``detected`` (1: found by the
-    detector in this frame, 0: box carried by the tracker), ``classified`` (1: the model ran on this
-    frame, 0: probabilities reused from the track's last classification), ``evidence`` (the face's
-    weight in the video decision), the 5 landmarks (``eye_r_x ... mouth_l_y``; empty when the
-    detector gives none), ``label``, ``p_<class>...``.
+    Columns (:func:`frame_columns`): ``time_s, frame, track_id, x, y, w, h, score``; ``detected``
+    (1: found by the detector in this frame, 0: box carried by the tracker), ``classified`` (1: the
+    model ran on this frame, 0: probabilities reused from the track's last classification),
+    ``evidence`` (the face's weight in the video decision), the 5 landmarks (``eye_r_x ...
+    mouth_l_y``; empty when the detector gives none), ``label``, ``p_<class>...``, and
+    ``p_<group>_<class>`` per extra group (``voice``, ``fused``: empty while nobody speaks).
     """
 
     def __init__(self, path: str | os.PathLike, labels: Sequence[str], extra: Sequence[str] = ()) -> None:
@@ -99,37 +140,27 @@ class FrameCsvWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.labels = tuple(labels)
         self.extra = tuple(extra)  # more probability groups, e.g. ("voice", "fused") -> p_voice_<class>...
+        self._digits = frame_digits(self.labels, self.extra)
         self._file = open(self.path, "w", newline="", encoding="utf-8")  # noqa: SIM115
         self._csv = csv.writer(self._file)
-        self._csv.writerow([
-            *FRAME_COLUMNS, *(f"p_{name}" for name in self.labels),
-            *(f"p_{group}_{name}" for group in self.extra for name in self.labels),
-        ])
+        self._csv.writerow(frame_columns(self.labels, self.extra))
         self._file.flush()
         self.rows = 0
 
-    def write_frame(
-        self, time_s: float, frame: int, faces: Sequence[TrackedFace], extras: Sequence[dict] | None = None
-    ) -> None:
-        """Write one frame's faces (objects with ``track_id``, ``face``, ``label``, ``probs``).
+    def _cell(self, value: float | int | bool | str | None, digits: int | None) -> float | int | str:
+        if value is None:
+            return ""
+        if isinstance(value, bool):
+            return int(value)
+        if digits is not None:
+            return f"{value:.{digits}f}"
+        return value
 
-        ``extras`` (one dict per face) holds a probability vector or None per extra group;
-        None leaves that group's cells empty (e.g. no speech at that moment).
-        """
-        for i, f in enumerate(faces):
-            x, y, w, h = (int(round(float(v))) for v in f.face.box)
-            probs = f.probs
-            more: list[str] = []
-            for group in self.extra:
-                vec = extras[i].get(group) if extras else None
-                more += [""] * len(self.labels) if vec is None else [f"{float(v):.4f}" for v in vec]
-            marks = f.face.landmarks
-            points = [""] * 10 if marks is None else [f"{float(v):.1f}" for v in np.asarray(marks).reshape(-1)[:10]]
-            self._csv.writerow([
-                f"{time_s:.3f}", frame, f.track_id, x, y, w, h, f"{f.face.score:.3f}", int(f.detected),
-                int(f.classified), f"{f.evidence:.3f}", *points, f.label,
-                *(f"{probs.get(name, 0.0):.4f}" for name in self.labels), *more,
-            ])
+    def write(self, result: FrameResult) -> None:
+        """Write one frame's faces (their :class:`~emolens.tracked.FusedFace` fills the extra
+        groups; a face without one, or without speech then, leaves those cells empty)."""
+        for row in frame_rows(result, self.labels, self.extra):
+            self._csv.writerow([self._cell(v, d) for v, d in zip(row, self._digits, strict=True)])
             self.rows += 1
         self._file.flush()
 
@@ -143,19 +174,6 @@ class FrameCsvWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def write_parquet(csv_path: str | os.PathLike, parquet_path: str | os.PathLike) -> None:
-    """Convert a frames CSV into Parquet (needs ``pyarrow``: ``pip install 'emolens[parquet]'``)."""
-    import pandas as pd
-
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        raise RuntimeError("--format parquet needs pyarrow: pip install 'emolens[parquet]'") from None
-    table = pd.read_csv(csv_path)
-    Path(parquet_path).parent.mkdir(parents=True, exist_ok=True)
-    table.to_parquet(parquet_path, index=False)
 
 
 def plot_timeline(csv_path: str | os.PathLike, png_path: str | os.PathLike, title: str | None = None,

@@ -9,9 +9,11 @@
 ...     print(frame.frame.time_s, [(f.track_id, f.label) for f in frame.faces])
 >>> emolens.analyze_audio("talk.m4a").segments
 
-Options are the :class:`~emolens.video.VideoOptions` fields as keyword arguments, plus ``model``
-(face model: ``default``, ``accurate`` or an ``.onnx`` path). Inputs that cannot be read raise
-:class:`~emolens.media.MediaError`; bad options raise ``TypeError``/``ValueError``.
+Options are the :class:`~emolens.video.VideoOptions` fields as keyword arguments (``device``:
+``cpu``, ``cuda`` or ``auto`` among them), plus ``model`` (face model: ``default``, ``accurate``
+or an ``.onnx`` path). Inputs that cannot be read raise :class:`~emolens.media.MediaError`; bad
+options raise ``TypeError``/``ValueError``. :func:`analyze_video` keeps every row in memory; for
+long inputs pass file sinks (:mod:`emolens.sinks`) with ``collect=False``, or iterate :func:`stream`.
 """
 
 from __future__ import annotations
@@ -20,16 +22,18 @@ import math
 import numbers
 import os
 import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from emolens.device import check_device
 from emolens.media import AUDIO_RATE, MediaError, VideoInfo, VideoSource, load_audio
-from emolens.outputs import FRAME_COLUMNS
-from emolens.video import FrameResult, VideoAnalyzer, VideoOptions, output_stem
+from emolens.sinks import SINKS, FrameCollector, FrameSink
+from emolens.tracked import FrameResult
+from emolens.video import Cancel, FrameHook, VideoAnalyzer, VideoOptions, output_stem
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -39,7 +43,8 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["FrameCollector", "FrameStream", "MediaError", "VideoResult", "analyze_audio", "analyze_video",
            "stream"]
 
-#: Formats :meth:`VideoResult.save` writes: frames table, summary, Parquet table, timeline plot.
+#: Formats :meth:`VideoResult.save` writes: frames table, summary, Parquet table, timeline plot
+#: (the frame sinks of :data:`emolens.sinks.SINKS` that need no images, plus the summary).
 SAVE_FORMATS = ("csv", "json", "parquet", "png")
 
 
@@ -84,54 +89,6 @@ def _analyzer(model: str | os.PathLike | None, options: dict[str, object]) -> Vi
     return VideoAnalyzer(opts, model)
 
 
-def _round(v: float, digits: int) -> float:
-    return round(float(v), digits)
-
-
-class FrameCollector:
-    """A frame sink (see :class:`emolens.video.FrameSink`) that keeps the rows of the frames
-    CSV in memory, with the CSV's columns and rounding: :attr:`frame` gives a DataFrame."""
-
-    def __init__(self) -> None:
-        self.columns: list[str] = []
-        self.groups: tuple[str, ...] = ()
-        self.labels: tuple[str, ...] = ()
-        self.rows: list[tuple] = []
-
-    def open(self, labels: tuple[str, ...], groups: tuple[str, ...], fps: float) -> None:
-        """Set the columns: those of the frames CSV."""
-        self.labels, self.groups = labels, groups
-        self.columns = [*FRAME_COLUMNS, *(f"p_{n}" for n in labels),
-                        *(f"p_{g}_{n}" for g in groups for n in labels)]
-
-    def write(self, result: FrameResult, fused: list[dict]) -> None:
-        """One row per face: numbers rounded as in the CSV; empty cells are NaN."""
-        t, index = _round(result.frame.time_s, 3), result.frame.index
-        for f, extra in zip(result.faces, fused, strict=True):
-            x, y, w, h = (int(round(float(v))) for v in f.face.box)
-            marks = f.face.landmarks
-            points = [math.nan] * 10 if marks is None else [_round(v, 1) for v in np.asarray(marks).reshape(-1)[:10]]
-            more: list[float] = []
-            for g in self.groups:
-                vec = extra.get(g)
-                more += [math.nan] * len(self.labels) if vec is None else [_round(v, 4) for v in vec]
-            self.rows.append((t, index, f.track_id, x, y, w, h, _round(f.face.score, 3), bool(f.detected),
-                              bool(f.classified), _round(f.evidence, 3), *points, f.label,
-                              *(_round(f.probs.get(n, 0.0), 4) for n in self.labels), *more))
-
-    def close(self) -> None:
-        """Nothing to release."""
-
-    @property
-    def frame(self) -> pd.DataFrame:
-        """The rows as a DataFrame (an empty one with the columns when no face was found)."""
-        import pandas as pd
-
-        table = pd.DataFrame.from_records(self.rows, columns=self.columns)
-        return table.astype({"time_s": float, "frame": int, "track_id": int, "x": int, "y": int, "w": int, "h": int,
-                             "detected": bool, "classified": bool})
-
-
 @dataclass
 class VideoResult:
     """Everything ``emolens video`` computes for one input, in memory.
@@ -164,37 +121,38 @@ class VideoResult:
         (``png``, when faces were found) into ``out_dir``; returns ``{kind: path}``.
         ``stem`` defaults to the source's name."""
         from emolens.outputs import timeline_figure, write_json
+        from emolens.sinks import write_table_parquet
 
         if isinstance(formats, str):
             formats = (formats,)
         unknown = [f for f in formats if f not in SAVE_FORMATS]
         if unknown:
             raise ValueError(f"unknown format(s) {', '.join(map(repr, unknown))} ({', '.join(SAVE_FORMATS)}); "
-                             "the annotated video needs the frames: use the CLI or VideoAnalyzer.run")
+                             "the annotated video needs the frames: use the CLI, VideoAnalyzer.run or "
+                             "analyze_video(..., sinks=[AnnotatedVideoSink(...)])")
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         stem = stem or output_stem(self.source)
-        table = self.frames.astype({"detected": int, "classified": int})
+
+        def path(name: str) -> tuple[str, Path]:
+            return SINKS[name].kind, out / f"{stem}{SINKS[name].suffix}"
+
         paths: dict[str, Path] = {}
         if "csv" in formats:
-            paths["frames_csv"] = out / f"{stem}.frames.csv"
-            table.to_csv(paths["frames_csv"], index=False)
+            kind, paths[kind] = path("csv")
+            self.frames.astype({"detected": int, "classified": int}).to_csv(paths[kind], index=False)
         if "parquet" in formats:
-            try:
-                import pyarrow  # noqa: F401
-            except ImportError:
-                raise RuntimeError("saving parquet needs pyarrow: pip install 'emolens[parquet]'") from None
-            paths["frames_parquet"] = out / f"{stem}.frames.parquet"
-            table.to_parquet(paths["frames_parquet"], index=False)
-        if "png" in formats and not table.empty:
+            kind, paths[kind] = path("parquet")
+            write_table_parquet(self.frames, paths[kind])
+        if "png" in formats and not self.frames.empty:
             import matplotlib
 
             matplotlib.use("Agg")
             import matplotlib.pyplot as plt
 
-            paths["timeline_png"] = out / f"{stem}.timeline.png"
-            fig = timeline_figure(table, title=stem)
-            fig.savefig(paths["timeline_png"], dpi=100)
+            kind, paths[kind] = path("png")
+            fig = timeline_figure(self.frames, title=stem)
+            fig.savefig(paths[kind], dpi=100)
             plt.close(fig)
         if "json" in formats:
             paths["summary_json"] = out / f"{stem}.summary.json"
@@ -203,18 +161,28 @@ class VideoResult:
 
 
 def analyze_video(source: str | int | os.PathLike, model: str | os.PathLike | None = None,
-                  progress: bool = False, **options: object) -> VideoResult:
+                  progress: bool = False, sinks: Sequence[FrameSink] = (), collect: bool = True,
+                  on_frame: FrameHook | None = None, cancel: Cancel | None = None,
+                  **options: object) -> VideoResult:
     """Analyse one video file, image folder, camera or stream URL and return the per-frame table
-    and the decisions in memory (no file is written; see :meth:`VideoResult.save`).
+    and the decisions in memory (no file is written unless ``sinks`` say so; see
+    :meth:`VideoResult.save`).
 
     ``options``: :class:`~emolens.video.VideoOptions` fields (``every``, ``fps``, ``max_frames``,
-    ``detect_every``, ``modality``...); ``model``: face model name or ``.onnx`` path;
-    ``progress``: show a progress bar. Raises :class:`~emolens.media.MediaError` when the input
-    cannot be read; a decoding error midway is kept in ``summary["error"]``.
+    ``detect_every``, ``modality``, ``device``...); ``model``: face model name or ``.onnx`` path;
+    ``progress``: show a progress bar; ``sinks``: more outputs fed frame by frame (e.g.
+    ``emolens.sinks.ParquetSink("out.parquet")``); ``collect=False`` keeps no rows in memory
+    (``.frames`` is then empty: for long inputs written to sinks); ``on_frame``/``cancel``: the
+    hooks of :meth:`~emolens.video.VideoAnalyzer.analyse`. Raises
+    :class:`~emolens.media.MediaError` when the input cannot be read; a decoding error midway
+    is kept in ``summary["error"]``.
     """
     analyzer = _analyzer(model, options)
     collector = FrameCollector()
-    summary = analyzer.analyse(source, [collector], progress=progress, desc=output_stem(str(source)))
+    summary = analyzer.analyse(source, [*([collector] if collect else []), *sinks], progress=progress,
+                               desc=output_stem(str(source)), on_frame=on_frame, cancel=cancel)
+    if not collect:
+        collector.open(analyzer.labels, (), 0.0)
     return VideoResult(collector.frame, summary, str(source))
 
 
@@ -228,11 +196,9 @@ class FrameStream:
     """
 
     def __init__(self, analyzer: VideoAnalyzer, source: str | int | os.PathLike) -> None:
-        o = analyzer.options
         self.analyzer = analyzer
-        self._src = VideoSource(source, every=o.every, fps=o.fps, max_frames=o.max_frames,
-                                max_pixels=o.max_video_pixels)
-        self._results: Iterator[FrameResult] | None = None
+        self._src: VideoSource = analyzer.source(source)
+        self._results: Generator[FrameResult, None, None] | None = None
 
     @property
     def info(self) -> VideoInfo:
@@ -259,9 +225,7 @@ class FrameStream:
     def close(self) -> None:
         """Stop decoding and release the input."""
         if self._results is not None:
-            close = getattr(self._results, "close", None)
-            if close is not None:
-                close()
+            self._results.close()
         self._src.close()
 
     def __enter__(self) -> FrameStream:
@@ -284,14 +248,14 @@ def stream(source: str | int | os.PathLike, model: str | os.PathLike | None = No
 
 def analyze_audio(source: str | os.PathLike | np.ndarray, model: str | os.PathLike | None = None,
                   vad: str = "auto", max_segment_s: float = 4.0, threshold: float = 0.5,
-                  threads: int | None = None) -> AudioResult:
+                  threads: int | None = None, device: str = "cpu") -> AudioResult:
     """Emotion in speech of an audio file, a video's sound track, or 16 kHz mono float samples.
 
     Returns an :class:`~emolens.voice.AudioResult`: overall ``label``/``probs`` (``None``/empty
     when no speech was found), the ``segments`` timeline (``start_s, end_s, label, probs``),
     ``to_dict()`` (the ``emolens audio --json`` shape). Same settings as ``emolens audio``
-    (``vad``: auto, silero, energy or none). An input that cannot be decoded raises
-    :class:`~emolens.media.MediaError`.
+    (``vad``: auto, silero, energy or none; ``device``: cpu, cuda or auto for the emotion
+    model). An input that cannot be decoded raises :class:`~emolens.media.MediaError`.
     """
     from emolens.voice import AudioAnalyzer
 
@@ -307,5 +271,7 @@ def analyze_audio(source: str | os.PathLike | np.ndarray, model: str | os.PathLi
         audio, path = load_audio(source, AUDIO_RATE), str(source)
     else:
         raise TypeError(f"source must be a path or a numpy array, not {type(source).__name__}")
-    analyzer = AudioAnalyzer(model, vad=vad, threads=threads, threshold=threshold, max_segment_s=max_segment_s)
+    check_device(device)
+    analyzer = AudioAnalyzer(model, vad=vad, threads=threads, threshold=threshold, max_segment_s=max_segment_s,
+                             device=device)
     return analyzer.analyze(audio, path)

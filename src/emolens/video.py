@@ -4,12 +4,14 @@
 >>> summary = VideoAnalyzer().run("clip.mp4", "out/")   # out/clip.frames.csv, .summary.json, .annotated.mp4
 >>> summary["label_sum"], [t["label_vote"] for t in summary["tracks"]]
 
-Everything is a stream: a frame is decoded, analysed, written and dropped, so memory does not
-grow with video length. Speed levers (all in :class:`VideoOptions`): detection runs every
-``detect_every`` frames and the tracker carries boxes between (the carried crops are
-re-classified); detection runs on a frame downscaled so the smallest tracked face is about
-``detect_min_face`` pixels (a full-size pass every ``refresh_s`` finds new small faces); the
-classifier is batched over the faces of a frame; decoding runs in a background thread.
+Everything is a stream: a frame is decoded, analysed, handed to the sinks (:mod:`emolens.sinks`:
+CSV, Parquet, annotated MP4, timeline) and dropped, so memory does not grow with video length;
+:meth:`VideoAnalyzer.analyse` is the frame loop, with progress and cancel hooks. Speed levers
+(all in :class:`VideoOptions`): detection runs every ``detect_every`` frames and the tracker
+carries boxes between (the carried crops are re-classified); detection runs on a frame
+downscaled so the smallest tracked face is about ``detect_min_face`` pixels (a full-size pass
+every ``refresh_s`` finds new small faces); the classifier is batched over the faces of a frame;
+decoding runs in a background thread.
 """
 
 from __future__ import annotations
@@ -19,23 +21,29 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Generator, Iterable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from emolens.api import FaceAnalyzer
 from emolens.decide import Decisions, face_evidence, sharpness
+from emolens.device import check_device
 from emolens.expression import ExpressionModel
 from emolens.faces import Face, YuNetDetector, limit_detector_threads, make_detector
 from emolens.labels import probs_dict
-from emolens.media import DEFAULT_MAX_VIDEO_PIXELS, Frame, MediaError, VideoSource, source_kind
+from emolens.media import DEFAULT_MAX_VIDEO_PIXELS, Frame, MediaError, VideoSource, expected_frames, source_kind
+from emolens.tracked import FrameResult, FusedFace, TrackedFace
 from emolens.tracking import FaceTracker, ProbSmoother
 
 if TYPE_CHECKING:  # pragma: no cover
-    from emolens.outputs import FrameCsvWriter, VideoWriter
+    from emolens.sinks import FrameSink
+    from emolens.voice import AudioAnalyzer, AudioResult
+
+__all__ = ["FrameResult", "FusedFace", "MjpegServer", "TrackedFace", "VideoAnalyzer", "VideoOptions", "output_stem",
+           "run_live"]
 
 
 @dataclass
@@ -62,6 +70,7 @@ class VideoOptions:
     threads: int = 1  #: CPU threads of the detector (OpenMP) and of the classifier (onnxruntime)
     modality: str = "both"  #: face, voice or both (fuse face and voice where there is speech)
     max_video_pixels: int | None = DEFAULT_MAX_VIDEO_PIXELS  #: refuse larger frames before decoding (None: no limit)
+    device: str = "cpu"  #: where the models run: cpu, cuda or auto (see emolens.device)
 
     def __post_init__(self) -> None:
         if self.every < 1 or self.detect_every < 1 or self.classify_every < 1:
@@ -76,31 +85,7 @@ class VideoOptions:
             raise ValueError(f"unknown smoothing {self.smooth!r} (ema, window, none)")
         if self.modality not in ("face", "voice", "both"):
             raise ValueError(f"unknown modality {self.modality!r} (face, voice, both)")
-
-
-@dataclass
-class TrackedFace:
-    """One face in one frame: its ``track_id``, detected (or carried) :class:`Face`, and the
-    (smoothed) expression ``label``/``probs``; ``detected`` is False for tracker-carried boxes,
-    ``classified`` False when the probabilities were reused from an earlier frame; ``evidence`` is
-    the face's weight in the video's decision (:func:`emolens.decide.face_evidence`)."""
-
-    track_id: int
-    face: Face
-    label: str
-    probs: dict[str, float]
-    detected: bool = True
-    p: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
-    evidence: float = 1.0
-    classified: bool = True
-
-
-@dataclass
-class FrameResult:
-    """The faces of one analysed frame."""
-
-    frame: Frame
-    faces: list[TrackedFace]
+        check_device(self.device)
 
 
 def output_stem(source: str) -> str:
@@ -111,6 +96,20 @@ def output_stem(source: str) -> str:
     if kind == "stream":
         return re.sub(r"[^A-Za-z0-9._-]+", "_", source.split("://", 1)[-1]).strip("_")[:80] or "stream"
     return Path(source).stem if kind == "file" else Path(source).name
+
+
+#: ``on_frame(frames_done, frames_expected)``: called after every analysed frame (expected: None when unknown).
+FrameHook = Callable[[int, int | None], None]
+#: Stops the frame loop when set / when it returns True (checked before every frame).
+Cancel = threading.Event | Callable[[], bool]
+
+
+def _cancelled(cancel: Cancel | None) -> Callable[[], bool]:
+    if cancel is None:
+        return lambda: False
+    if isinstance(cancel, threading.Event):
+        return cancel.is_set
+    return cancel
 
 
 class VideoAnalyzer:
@@ -125,12 +124,13 @@ class VideoAnalyzer:
             detector = make_detector(o.detector)
         limit_detector_threads(o.threads)
         if model is None or isinstance(model, (str, os.PathLike)):
-            model = ExpressionModel(model, threads=o.threads)  # tiny batches: one thread, no spinning pool
+            # tiny batches: one thread, no spinning pool
+            model = ExpressionModel(model, threads=o.threads, device=o.device)
         self.faces = FaceAnalyzer(detector, model)
         self.labels: tuple[str, ...] = tuple(self.faces.model.labels)
-        self._audio: object | None = None
+        self._audio: AudioAnalyzer | None = None
 
-    def voice(self, source: str | int | os.PathLike) -> tuple[object | None, str | None]:
+    def voice(self, source: str | int | os.PathLike) -> tuple[AudioResult | None, str | None]:
         """Speech emotion over a file's sound track: ``(AudioResult or None, note)``.
 
         The audio stream is decoded on its own (audio packets only; the video is decoded once,
@@ -145,12 +145,12 @@ class VideoAnalyzer:
         try:
             from emolens.media import load_audio
 
-            audio = load_audio(source)
+            audio = load_audio(str(source))
         except MediaError as exc:
             return None, f"no usable sound track ({exc}): face only"
         if self._audio is None:
-            self._audio = AudioAnalyzer(threads=self.options.threads)
-        result = self._audio.analyze(audio, str(source))  # type: ignore[attr-defined]
+            self._audio = AudioAnalyzer(threads=self.options.threads, device=self.options.device)
+        result = self._audio.analyze(audio, str(source))
         if not result.segments:
             return result, "no speech found in the sound track: face only"
         return result, None
@@ -175,7 +175,7 @@ class VideoAnalyzer:
         det.max_side = side
         return det.detect(image)
 
-    def process(self, frames: Iterable[Frame]) -> Iterator[FrameResult]:
+    def process(self, frames: Iterable[Frame]) -> Generator[FrameResult, None, None]:
         """Analyse a stream of frames (one video: tracker state lives for the duration of the call)."""
         o, labels = self.options, self.labels
         tracker = FaceTracker(high_score=o.min_score, max_lost_s=o.max_lost_s, min_hits=o.min_hits)
@@ -209,76 +209,94 @@ class VideoAnalyzer:
                                            evidence[track_id], track_id in due_ids))
             yield FrameResult(frame, tracked)
 
+    def source(self, source: str | int | os.PathLike) -> VideoSource:
+        """The input opened with this analyzer's sampling settings (raises :class:`~emolens.media.MediaError`)."""
+        o = self.options
+        return VideoSource(source, every=o.every, fps=o.fps, max_frames=o.max_frames, max_pixels=o.max_video_pixels)
+
     # -- one input: the frame loop, handing each frame to sinks --------------------------------
     def analyse(
         self, source: str | int | os.PathLike, sinks: Sequence[FrameSink] = (), progress: bool = False,
-        desc: str = "",
+        desc: str = "", on_frame: FrameHook | None = None, cancel: Cancel | None = None,
     ) -> dict:
-        """Analyse one video/folder/camera/stream, handing every analysed frame and its fusion
-        results to each of ``sinks`` (opened once the labels and probability groups are known,
-        closed at the end, also on errors); ``progress``: a tqdm bar titled ``desc``.
+        """Analyse one video/folder/camera/stream, handing every analysed frame (each face with
+        its :class:`~emolens.tracked.FusedFace`) to each of ``sinks`` (opened once the labels and
+        probability groups are known, closed at the end, also on errors); ``progress``: a tqdm bar
+        titled ``desc``.
 
-        Returns the summary dict (``"outputs"`` empty: the caller fills it in). A source that
-        cannot be opened or whose first frame cannot be decoded raises
-        :class:`~emolens.media.MediaError`; a decoding error midway is recorded in
-        ``summary["error"]`` and the frames before it have been handed on.
+        Hooks: ``on_frame(frames_done, frames_expected)`` after every analysed frame
+        (``frames_expected`` from :func:`~emolens.media.expected_frames`, None when unknown);
+        ``cancel`` (a ``threading.Event`` or a function returning True to stop), checked before
+        the sound track is analysed and before every frame: a cancel ends the loop cleanly,
+        what the sinks got so far is kept, and the summary says ``"cancelled": true``.
+
+        Returns the summary dict (``"outputs"``: what the sinks wrote). A source that cannot be
+        opened or whose first frame cannot be decoded raises :class:`~emolens.media.MediaError`;
+        a decoding error midway is recorded in ``summary["error"]`` and the frames before it have
+        been handed on.
         """
         from tqdm import tqdm
 
         from emolens.fusion import FUSION_LABELS, AVFuser, VoiceTimeline
 
         o = self.options
-        src = VideoSource(source, every=o.every, fps=o.fps, max_frames=o.max_frames, max_pixels=o.max_video_pixels)
+        stop = _cancelled(cancel)
+        src = self.source(source)
         info = src.info
-        sampled_fps = _sampled_fps(info.fps, o)
-        expected = None
-        if info.frame_count:
-            expected = math.ceil(info.frame_count / o.every) if o.fps is None else None
-            if o.fps is not None and info.duration_s:
-                expected = math.ceil(info.duration_s * min(o.fps, info.fps or o.fps))
-            if o.max_frames:
-                expected = min(expected or o.max_frames, o.max_frames)
-        if self.labels != FUSION_LABELS and o.modality != "face":
-            src.close()
-            raise ValueError(f"the face model's labels {self.labels} differ from the fusion labels {FUSION_LABELS}: "
-                             "use --modality face with this model")
-        voice, voice_note = self.voice(source)
-        timeline = VoiceTimeline.from_audio_result(voice) if voice is not None and voice.segments else None
-        fuser = AVFuser(timeline, o.modality)
-        decisions = Decisions(self.labels)
-        error = None
+        expected = expected_frames(info, o.every, o.fps, o.max_frames)
+        error, cancelled = None, False
         n = rows = 0
         last_t = 0.0
-        start = time.perf_counter()
-        opened: list[FrameSink] = []
-        bar = tqdm(total=expected, unit="frame", desc=desc[:30], disable=not progress, leave=False,
-                   dynamic_ncols=True)
+        outputs: dict[str, str] = {}
         try:
-            for sink in sinks:
-                sink.open(self.labels, fuser.groups, sampled_fps)
-                opened.append(sink)
-            for result in self.process(src):
-                frame = result.frame
-                n, last_t = n + 1, frame.time_s
-                fused = fuser.frame(frame.time_s, frame.image, result.faces)
+            if self.labels != FUSION_LABELS and o.modality != "face":
+                raise ValueError(f"the face model's labels {self.labels} differ from the fusion labels "
+                                 f"{FUSION_LABELS}: use --modality face with this model")
+            voice, voice_note = (None, None) if stop() else self.voice(source)
+            timeline = VoiceTimeline.from_audio_result(voice) if voice is not None and voice.segments else None
+            fuser = AVFuser(timeline, o.modality, speech_model=self._audio.model if self._audio else None)
+            decisions = Decisions(self.labels)
+            start = time.perf_counter()
+            opened: list[FrameSink] = []
+            results: Generator[FrameResult, None, None] | None = None
+            bar = tqdm(total=expected, unit="frame", desc=desc[:30], disable=not progress, leave=False,
+                       dynamic_ncols=True)
+            try:
                 for sink in sinks:
-                    sink.write(result, fused)
-                rows += len(result.faces)
-                for f in result.faces:
-                    decisions.add(f.track_id, frame.time_s, f.p, f.evidence)
-                bar.update()
-        except MediaError as exc:
-            error = str(exc)
+                    sink.open(self.labels, fuser.groups, _sampled_fps(info.fps, o))
+                    opened.append(sink)
+                results = self.process(src)
+                while not (cancelled := stop()):
+                    result = next(results, None)
+                    if result is None:
+                        break
+                    frame = result.frame
+                    n, last_t = n + 1, frame.time_s
+                    result = result.with_fusion(fuser.frame(frame.time_s, frame.image, result.faces))
+                    for sink in sinks:
+                        sink.write(result)
+                    rows += len(result.faces)
+                    for f in result.faces:
+                        decisions.add(f.track_id, frame.time_s, f.p, f.evidence)
+                    bar.update()
+                    if on_frame is not None:
+                        on_frame(n, expected)
+            except MediaError as exc:
+                error = str(exc)
+            finally:
+                if results is not None:
+                    results.close()
+                bar.close()
+                for sink in opened:
+                    outputs.update({k: str(v) for k, v in sink.close().items()})
         finally:
-            bar.close()
-            for sink in opened:
-                sink.close()
             src.close()
         if error is not None and n == 0:  # nothing decodable at all: like a file that does not open
             raise MediaError(error)
         elapsed = time.perf_counter() - start
         decoded_s = last_t + (1.0 / info.fps if info.fps else 0.0) if n else 0.0
-        duration = info.duration_s if (info.duration_s and error is None and o.max_frames is None) else decoded_s
+        complete = error is None and not cancelled and o.max_frames is None
+        duration = info.duration_s if (info.duration_s and complete) else decoded_s
         tracks = decisions.track_summaries()
         for t in tracks:
             t.update(fuser.track_labels(t["track_id"], t["label_sum"]))
@@ -308,9 +326,10 @@ class VideoAnalyzer:
             "labels": list(self.labels),
             "model": str(self.faces.model.path),
             "options": asdict(o),
-            "outputs": {},
+            "outputs": outputs,
             "message": None if tracks else "no face found in the analysed frames",
             "error": error,
+            "cancelled": cancelled,
         }
 
     # -- one input to files ------------------------------------------------------------------
@@ -324,135 +343,42 @@ class VideoAnalyzer:
         plot: bool = False,
         progress: bool = False,
         bars: bool = True,
+        on_frame: FrameHook | None = None,
+        cancel: Cancel | None = None,
     ) -> dict:
         """Analyse one video/folder/camera/stream and write ``<stem>.frames.csv`` (rows flushed as
         they are computed), ``<stem>.summary.json``, ``<stem>.annotated.mp4`` (``annotate``),
-        ``<stem>.frames.parquet`` (``parquet``) and ``<stem>.timeline.png`` (``plot``); ``bars``: draw
-        probability bars in the annotated video.
+        ``<stem>.frames.parquet`` (``parquet``, written as the frames come) and
+        ``<stem>.timeline.png`` (``plot``, when faces were found); ``bars``: draw probability bars
+        in the annotated video; ``on_frame``/``cancel``: the hooks of :meth:`analyse` (a cancelled
+        run keeps what was written and still writes its summary).
 
         Returns the summary dict. A source that cannot be opened or whose first frame cannot be
         decoded raises :class:`~emolens.media.MediaError` (nothing is left behind); a decoding
         error midway is recorded in ``summary["error"]`` and the rows before it are kept.
         """
-        from emolens.outputs import plot_timeline, write_json, write_parquet
+        from emolens.outputs import write_json
+        from emolens.sinks import make_sinks
 
-        out = Path(out_dir)
         stem = stem or output_stem(str(source))
-        paths = {"frames_csv": out / f"{stem}.frames.csv", "summary_json": out / f"{stem}.summary.json"}
-        csv_sink = CsvSink(paths["frames_csv"])
-        sinks: list[FrameSink] = [csv_sink]
-        if annotate:
-            paths["annotated_mp4"] = out / f"{stem}.annotated.mp4"
-            sinks.append(AnnotatedVideoSink(paths["annotated_mp4"], bars))
+        formats = ["csv", *(["mp4"] if annotate else []), *(["parquet"] if parquet else []),
+                   *(["png"] if plot else [])]
+        sinks = make_sinks(formats, out_dir, stem, {"mp4": {"bars": bars}})
         try:
-            summary = self.analyse(source, sinks, progress=progress, desc=stem)
-        except MediaError:
-            if csv_sink.writer is not None:  # opened, but nothing decodable: leave nothing behind
-                paths["frames_csv"].unlink(missing_ok=True)
+            summary = self.analyse(source, sinks, progress=progress, desc=stem, on_frame=on_frame, cancel=cancel)
+        except MediaError:  # nothing decodable: leave nothing behind
+            for sink in sinks:
+                sink.discard()
             raise
-        if parquet:
-            paths["frames_parquet"] = out / f"{stem}.frames.parquet"
-            write_parquet(paths["frames_csv"], paths["frames_parquet"])
-        if plot and summary["tracks"]:
-            paths["timeline_png"] = out / f"{stem}.timeline.png"
-            plot_timeline(paths["frames_csv"], paths["timeline_png"], title=stem)
-        summary["outputs"] = {k: str(v) for k, v in paths.items()}
-        write_json(summary, paths["summary_json"])
+        summary_json = Path(out_dir) / f"{stem}.summary.json"
+        summary["outputs"]["summary_json"] = str(summary_json)
+        write_json(summary, summary_json)
         return summary
-
-
-class FrameSink(Protocol):
-    """Where :meth:`VideoAnalyzer.analyse` hands each analysed frame: ``open`` (face labels, extra
-    probability groups such as ``("voice", "fused")``, frames per second of the analysed frames),
-    ``write`` (one frame's faces and their fusion results, one dict per face), ``close``."""
-
-    def open(self, labels: tuple[str, ...], groups: tuple[str, ...], fps: float) -> None:
-        """Start (called once, before the first frame)."""
-
-    def write(self, result: FrameResult, fused: list[dict]) -> None:
-        """Take one analysed frame."""
-
-    def close(self) -> None:
-        """Finish (called once, also after an error)."""
-
-
-class CsvSink:
-    """``<stem>.frames.csv`` (see :class:`~emolens.outputs.FrameCsvWriter`)."""
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        self.writer: FrameCsvWriter | None = None
-
-    def open(self, labels: tuple[str, ...], groups: tuple[str, ...], fps: float) -> None:
-        """Create the file and write its header."""
-        from emolens.outputs import FrameCsvWriter
-
-        self.writer = FrameCsvWriter(self.path, labels, groups)
-
-    def write(self, result: FrameResult, fused: list[dict]) -> None:
-        """Append the frame's rows (flushed)."""
-        if self.writer is not None:
-            self.writer.write_frame(result.frame.time_s, result.frame.index, result.faces, fused)
-
-    def close(self) -> None:
-        """Close the file."""
-        if self.writer is not None:
-            self.writer.close()
-
-
-class AnnotatedVideoSink:
-    """``<stem>.annotated.mp4``: every analysed frame with its faces drawn (fused labels during speech)."""
-
-    def __init__(self, path: str | os.PathLike, bars: bool = True) -> None:
-        self.path, self.bars = Path(path), bars
-        self.video: VideoWriter | None = None
-        self.labels: tuple[str, ...] = ()
-
-    def open(self, labels: tuple[str, ...], groups: tuple[str, ...], fps: float) -> None:
-        """Start the encoder."""
-        from emolens.outputs import VideoWriter
-
-        self.labels = labels
-        self.video = VideoWriter(self.path, fps=fps)
-
-    def write(self, result: FrameResult, fused: list[dict]) -> None:
-        """Draw and encode one frame."""
-        from emolens.outputs import draw_tracked
-
-        if self.video is not None:
-            self.video.write(draw_tracked(result.frame.image, _fused_view(result.faces, fused, self.labels),
-                                          self.bars))
-
-    def close(self) -> None:
-        """Finish the file (removed when no frame was written)."""
-        if self.video is not None:
-            self.video.close()
-
-
-def _fused_view(faces: list[TrackedFace], fused: list[dict], labels: tuple[str, ...]) -> list[TrackedFace]:
-    """Faces as the annotated video shows them: the fused label where voice was fused in."""
-    from dataclasses import replace
-
-    out = []
-    for f, extra in zip(faces, fused, strict=True):
-        if extra.get("voice") is not None and extra.get("fused") is not None:
-            f = replace(f, label=extra["label"], probs=probs_dict(extra["fused"], labels))
-        out.append(f)
-    return out
 
 
 def _sampled_fps(fps: float | None, o: VideoOptions) -> float:
     base = fps or 30.0
     return min(base, o.fps) if o.fps else base / o.every
-
-
-def analyze_video(source: str | int | os.PathLike, out_dir: str | os.PathLike, **options: object) -> dict:
-    """Analyse one video into ``out_dir`` with default settings overridden by ``options``
-    (:class:`VideoOptions` fields, plus ``annotate``, ``parquet``, ``plot``); returns the summary."""
-    run_keys = {"annotate", "parquet", "plot", "progress", "stem", "bars"}
-    run_kwargs = {k: v for k, v in options.items() if k in run_keys}
-    opts = VideoOptions(**{k: v for k, v in options.items() if k not in run_keys})  # type: ignore[arg-type]
-    return VideoAnalyzer(opts).run(source, out_dir, **run_kwargs)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------------------------
@@ -603,17 +529,20 @@ def run_live(
     import cv2
 
     from emolens.annotate import draw_hud
-    from emolens.outputs import FrameCsvWriter, draw_tracked
+    from emolens.outputs import draw_tracked
+    from emolens.sinks import CsvSink
 
     analyzer = analyzer or VideoAnalyzer(options)
     o = analyzer.options
-    src = VideoSource(source, every=o.every, fps=o.fps, max_frames=o.max_frames, max_pixels=o.max_video_pixels)
+    src = analyzer.source(source)
     show = has_display() if window is None else window
     server = None if show else MjpegServer(host, port).start()
-    preview = "window" if show else server.url  # type: ignore[union-attr]
+    preview = server.url if server is not None else "window"
     if on_ready:
         on_ready(preview)
-    writer = FrameCsvWriter(csv_path, analyzer.labels) if csv_path else None
+    sink = CsvSink(csv_path) if csv_path else None
+    if sink is not None:
+        sink.open(analyzer.labels, (), _sampled_fps(src.info.fps, o))
     pace = realtime and not src.info.is_live
     n, fps, stopped = 0, 0.0, "end of source"
     start = last = time.perf_counter()
@@ -627,17 +556,17 @@ def run_live(
             now = time.perf_counter()
             fps = 0.9 * fps + 0.1 / max(now - last, 1e-6) if n else 0.0
             last, n = now, n + 1
-            if writer:
-                writer.write_frame(frame.time_s, frame.index, result.faces)
+            if sink is not None:
+                sink.write(result)
             image = draw_tracked(frame.image, result.faces, bars)
             draw_hud(image, f"{fps:.1f} FPS  {len(result.faces)} face(s)  t={frame.time_s:.1f}s")
-            if show:
+            if server is not None:
+                server.publish(image)
+            else:
                 cv2.imshow("emolens live (q to quit)", image)
                 if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
                     stopped = "q pressed"
                     break
-            else:
-                server.publish(image)  # type: ignore[union-attr]
         else:
             if o.max_frames and n >= o.max_frames:
                 stopped = "max frames reached"
@@ -645,11 +574,11 @@ def run_live(
         stopped = "interrupted"
     finally:
         src.close()
-        if writer:
-            writer.close()
-        if server:
+        if sink is not None:
+            sink.close()
+        if server is not None:
             server.stop()
-        if show:
+        else:
             cv2.destroyAllWindows()
     elapsed = time.perf_counter() - start
     return {"frames": n, "fps": round(n / elapsed, 2) if elapsed > 0 else None, "stopped": stopped, "preview": preview}

@@ -36,14 +36,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from emolens.media import DEFAULT_MAX_PIXELS, DEFAULT_MAX_VIDEO_PIXELS
+from emolens.media import DEFAULT_MAX_PIXELS, DEFAULT_MAX_VIDEO_PIXELS, expected_frames
+from emolens.server.explain import add_explain_route, form_fields, model_methods
 from emolens.server.jobs import (
     GB,
     RESULT_FILES,
     JobManager,
     QuotaError,
     api_message,
-    expected_frames,
     valid_job_id,
 )
 from emolens.server.security import (
@@ -85,6 +85,7 @@ class ServerConfig:
     detector: str = "yunet"
     min_score: float = 0.6
     model: str = "default"  #: face model: registry name or .onnx path
+    device: str = "cpu"  #: where the models run: cpu, cuda or auto (see emolens.device)
     # -- access control
     host: str = "127.0.0.1"  #: the address served (by default an allowed Host name)
     allowed_hosts: list[str] = field(default_factory=list)  #: Host names; empty: host + localhost; "*": any
@@ -135,12 +136,12 @@ class Services:
         self._cv2_threads = cv2.getNumThreads()
         cv2.setNumThreads(1)
         self.config = config
-        self.analyzer = analyzer or FaceAnalyzer(config.detector, ExpressionModel(config.model, threads=1),
-                                                 min_score=config.min_score)
+        self.analyzer = analyzer or FaceAnalyzer(
+            config.detector, ExpressionModel(config.model, threads=1, device=config.device), min_score=config.min_score)
         self.limiter = anyio.CapacityLimiter(config.workers)
         self._audio: Any = None
         self._audio_lock = threading.Lock()
-        self.jobs = JobManager(config.jobs_dir, config.max_queued_jobs, model=config.model, voice=self.voice_of_video,
+        self.jobs = JobManager(config.jobs_dir, config.max_queued_jobs, model=config.model, device=config.device,
                                thread_init=self._one_omp_thread, keep_hours=config.keep_jobs_hours,
                                max_disk_bytes=int(config.max_jobs_disk_gb * GB))
 
@@ -198,21 +199,13 @@ class Services:
 
         with self._audio_lock:  # the VAD keeps state: one file at a time
             if self._audio is None:
-                self._audio = AudioAnalyzer()
+                self._audio = AudioAnalyzer(device=self.config.device)
             result = self._audio.analyze_file(path)
         out = result.to_dict()
         out["path"] = name
         if out.get("error"):
             out["error"] = out["error"].replace(str(path), name)
         return out
-
-    def voice_of_video(self, path: Path) -> dict | None:
-        """Speech emotion of a video's sound track for the job summary (None when unavailable)."""
-        if self.audio_status()[0] != 200:
-            return None
-        result = self.analyze_audio(path, path.name)
-        result.pop("path", None)
-        return result
 
 
 def owner_of(request: Request) -> str | None:
@@ -395,6 +388,7 @@ def create_app(config: ServerConfig | None = None, analyzer: Any = None) -> Fast
         return {"status": "ok", "version": __version__, "labels": list(s.analyzer.model.labels),
                 "features": {"image": True, "live": True, "video": s.video_status()[0] == 200, "audio": code == 200},
                 "audio_message": None if code == 200 else message,
+                "explain_methods": model_methods(s.analyzer.model),
                 "limits": {"image_bytes": c.max_image_bytes, "audio_bytes": c.max_audio_bytes,
                            "video_bytes": c.max_video_bytes, "frame_bytes": c.max_frame_bytes,
                            "jobs_disk_bytes": int(c.max_jobs_disk_gb * GB), "keep_jobs_hours": c.keep_jobs_hours},
@@ -432,6 +426,8 @@ def create_app(config: ServerConfig | None = None, analyzer: Any = None) -> Fast
             return cv2.imencode(".jpg", draw(image, s.analyzer.analyze_frame(image)), [cv2.IMWRITE_JPEG_QUALITY, 90])[1]
 
         return Response((await s.run(work)).tobytes(), media_type="image/jpeg")
+
+    add_explain_route(app, _upload_doc("image", form_fields()), errors(*UPLOAD))  # POST /api/explain
 
     @app.post("/api/audio", tags=["audio"], openapi_extra=_upload_doc("audio (or video)"),
               responses=errors(*UPLOAD, 501, 503, 507))
@@ -487,7 +483,7 @@ def create_app(config: ServerConfig | None = None, analyzer: Any = None) -> Fast
                 raise HTTPException(status, str(exc).replace(str(path), upload.filename)) from None
             if config.max_video_pixels != DEFAULT_MAX_VIDEO_PIXELS:  # the job's decoder keeps the same limit
                 options["max_video_pixels"] = config.max_video_pixels
-            total = expected_frames(info.frame_count, info.duration_s, info.fps, options)
+            total = expected_frames(info, options.get("every", 1), options.get("fps"), options.get("max_frames"))
             try:
                 job = s.jobs.submit(job_id, upload.filename, path.name, options, total, owner=owner_of(request))
             except OverflowError as exc:

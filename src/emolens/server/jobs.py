@@ -2,9 +2,11 @@
 
 Layout: ``<jobs_dir>/<uuid>/job.json`` (state), ``input<.ext>`` (the upload) and ``out/``
 (``video.frames.csv``, ``video.summary.json``, ``video.annotated.mp4`` written by
-:meth:`emolens.video.VideoAnalyzer.run`). Job ids are random UUIDs; every lookup validates the
-id before it touches the disk, so no request can name a path outside the jobs folder. Job
-folders are private to the server's user (0700, files 0600).
+:meth:`emolens.video.VideoAnalyzer.run`, whose frame-loop hooks report progress and stop a
+deleted job). The sound track is analysed once, by that run (``summary["voice"]``). Job ids
+are random UUIDs; every lookup validates the id before it touches the disk, so no request can
+name a path outside the jobs folder. Job folders are private to the server's user (0700, files
+0600).
 
 Retention: finished jobs older than ``keep_hours`` are removed, and while the jobs folder holds
 more than ``max_disk_bytes`` (all jobs, uploads in progress included) the oldest finished jobs
@@ -158,33 +160,18 @@ class Job:
         return d
 
 
-def expected_frames(frame_count: int | None, duration_s: float | None, fps: float | None, options: dict) -> int | None:
-    """How many frames :meth:`VideoAnalyzer.run` will analyse (None when the source does not say)."""
-    every, max_frames, want_fps = options.get("every", 1), options.get("max_frames"), options.get("fps")
-    total = None
-    if want_fps and duration_s:
-        total = math.ceil(duration_s * min(want_fps, fps or want_fps))
-    elif frame_count and not want_fps:
-        total = math.ceil(frame_count / every)
-    if max_frames:
-        total = min(total or max_frames, max_frames)
-    return total
-
-
 class JobManager:
     """Owns ``root`` (the jobs folder) and a worker thread that runs queued video jobs one at a time.
 
-    ``voice(path)`` (optional) returns the speech-emotion result dict of a video's sound track;
-    ``thread_init()`` (optional) runs first in the worker thread. ``keep_hours``: finished jobs
-    older than this are removed (0: no age limit); ``max_disk_bytes``: quota of the jobs folder
-    (0: none).
+    ``thread_init()`` (optional) runs first in the worker thread; ``model``/``device``: the face
+    model and where the models run. ``keep_hours``: finished jobs older than this are removed
+    (0: no age limit); ``max_disk_bytes``: quota of the jobs folder (0: none).
     """
 
     def __init__(self, root: str | Path, max_queued: int = 16,
-                 voice: Callable[[Path], dict | None] | None = None,
                  thread_init: Callable[[], None] | None = None, model: str = "default",
-                 keep_hours: float = 24.0, max_disk_bytes: int = 5 * GB) -> None:
-        self.model = model
+                 keep_hours: float = 24.0, max_disk_bytes: int = 5 * GB, device: str = "cpu") -> None:
+        self.model, self.device = model, device
         self.root = Path(root).expanduser().resolve()
         if not self.root.is_dir():
             self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -193,7 +180,6 @@ class JobManager:
         self.max_disk_bytes = max_disk_bytes
         self.reserved: dict[str, int] = {}  #: job id -> bytes an upload in progress may still write
         self._last_prune = 0.0
-        self.voice = voice
         self.thread_init = thread_init
         self.jobs: dict[str, Job] = {}
         self.lock = threading.Lock()
@@ -399,25 +385,19 @@ class JobManager:
             make_private_dir(folder / "out")
         options = dict(job.options)
         annotate = bool(options.pop("annotate", True))
+        options.setdefault("device", self.device)
         analyzer = VideoAnalyzer(VideoOptions(**options), self.model)
-        process = analyzer.process
 
-        def counted(frames):  # noqa: ANN001, ANN202  (progress and cancellation, frame by frame)
-            for result in process(frames):
-                if job.cancel:
-                    raise JobCancelled(job.id)
-                job.frames_done += 1
-                yield result
+        def progress(done: int, total: int | None) -> None:
+            job.frames_done = done
 
-        analyzer.process = counted  # type: ignore[method-assign]
-        summary = analyzer.run(folder / job.input_name, folder / "out", stem=STEM, annotate=annotate)
+        summary = analyzer.run(folder / job.input_name, folder / "out", stem=STEM, annotate=annotate,
+                               on_frame=progress, cancel=lambda: job.cancel)
+        if job.cancel or summary["cancelled"]:
+            raise JobCancelled(job.id)
         if summary.get("error"):
             job.error = api_message(summary["error"])
-        if self.voice is not None and not job.cancel:
-            try:
-                job.voice = self.voice(folder / job.input_name)
-            except Exception as exc:  # noqa: BLE001  (the voice is an extra; the face results stand)
-                job.voice = {"error": api_message(f"{type(exc).__name__}: {exc}")}
+        job.voice = summary["voice"]  # the sound track, analysed once by the run above
 
     # -- results ----------------------------------------------------------------------------------
     def summary(self, job: Job) -> dict:

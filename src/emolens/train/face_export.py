@@ -340,6 +340,9 @@ def ship_face_model(run_dir: str | Path, name: str = "default", models_dir: str 
     cfg = metrics["config"]
     onnx_path = dest / f"face_{name}.onnx"
     shutil.copyfile(run / "face_expression.onnx", onnx_path)
+    from emolens.train.face_explain_export import add_explain_outputs
+
+    add_explain_outputs(onnx_path)  # Grad-CAM and activation outputs, off unless asked for
     sha = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
     command = metrics.get("command") or _train_command(cfg)
     tta = metrics.get("tta", {}).get("choice", "flip")
@@ -416,7 +419,13 @@ strongly turned or occluded faces are less reliable. Research use: FER2013's ter
 """
     notes = run / "NOTES.md"  # the run's own account of how it was made (e.g. what was tried and dropped)
     md = md.replace("{history}", f"## Training history\n\n{notes.read_text().strip()}\n\n" if notes.is_file() else "")
-    (dest / f"face_{name}.md").write_text(md)
+    card_md = dest / f"face_{name}.md"
+    if card_md.is_file():  # measured sections (region evidence, heat-map faithfulness) are kept
+        from emolens.cards import sections, set_section
+
+        for section, text in sections(card_md.read_text()).items():
+            md = set_section(md, section, text)
+    card_md.write_text(md)
     print(f"shipped {onnx_path} ({_class_line(metrics['PrivateTest'])} on PrivateTest; {fps:,.0f} faces/s)")
     return onnx_path
 

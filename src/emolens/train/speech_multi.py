@@ -56,6 +56,12 @@ class MultiConfig:
     prior: float = 0.0  # pseudo-observations of the global stats in the per-speaker norm (0: pure)
     seed: int = 0
     threads: int = 1
+    encoder: bool = False  # add the speaker-encoder embeddings (emolens.voice.encoder) to the functionals
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """Feature kinds (:data:`emolens.train.speech_features.KINDS`) this recipe reads."""
+        return ("functionals", "encoder") if self.encoder else ("functionals",)
 
 
 # ----------------------------------------------------------------------------- normalisation
@@ -365,17 +371,23 @@ def select_columns(names: list[str], drop: str) -> np.ndarray:
     return np.asarray([i for i, n in enumerate(names) if not any(n.startswith(p) for p in prefixes)], dtype=np.int64)
 
 
+def feature_names(cfg: MultiConfig) -> list[str]:
+    """Names of the features the recipe reads: the functionals, then the encoder's values."""
+    from emolens.voice.encoder import encoder_feature_names
+    from emolens.voice.features import functional_names
+
+    return functional_names() + (encoder_feature_names() if cfg.encoder else [])
+
+
 def load_features(data_root: str | Path, cfg: MultiConfig, drop: str = "",
                   cache: str | Path | None = None) -> tuple[SpeechDataset, np.ndarray, np.ndarray]:
     """All corpora under ``data_root``, their (cached) functionals ``(copies+1, N, D)`` and the
     kept column indices."""
     from emolens.datasets import load_speech_corpora
     from emolens.train.speech_features import DEFAULT_CACHE, dataset_features
-    from emolens.voice.features import functional_names
-
     data = load_speech_corpora(data_root)
-    feats = dataset_features(data, cfg.copies, cache or DEFAULT_CACHE)
-    cols = select_columns(functional_names(), drop)
+    feats = dataset_features(data, cfg.copies, cache or DEFAULT_CACHE, kinds=cfg.kinds)
+    cols = select_columns(feature_names(cfg), drop)
     return data, feats[..., cols], cols
 
 
@@ -419,7 +431,7 @@ def train_final(data_root: str | Path, out: str | Path, cfg: MultiConfig, drop: 
     the model on every corpus except the ``holdout`` speakers (``corpus:id,id;...``) -> ONNX + JSON."""
     import hashlib
 
-    from emolens.voice.features import FUNCTIONALS_VERSION, FeatureParams, functional_names
+    from emolens.voice.features import FUNCTIONALS_VERSION, FeatureParams
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -454,15 +466,16 @@ def train_final(data_root: str | Path, out: str | Path, cfg: MultiConfig, drop: 
     net = train_on(data, z, train, cfg, stats)
     onnx_path = out / "speech_emotion.onnx"
     export_onnx(net, onnx_path, temperature)
-    names = functional_names()
+    names = feature_names(cfg)
     meta = {
-        "name": "emolens speech emotion (multi-corpus functionals)",
+        "name": "emolens speech emotion (multi-corpus functionals" + (" + speaker encoder)" if cfg.encoder else ")"),
         "labels": list(data.classes),
         "sample_rate": 16000,
         "features": "functionals",
         "model": "functionals",
         "functionals_version": FUNCTIONALS_VERSION,
         "n_mfcc": 20,
+        **({"encoder": "speech_encoder.onnx"} if cfg.encoder else {}),
         "feature_params": asdict(FeatureParams()),
         "normalization": {"mode": cfg.norm, "prior": cfg.prior if cfg.norm == "online" else prior,
                           "columns": cols.tolist(),

@@ -86,13 +86,15 @@ class AudioAnalyzer:
     """VAD + segmentation + speech-emotion model, loaded once and reused for many files.
 
     ``vad``: ``auto`` (Silero if installed, else energy), ``silero``, ``energy`` or ``none``
-    (the whole recording, silence trimmed, is one segment).
+    (the whole recording, silence trimmed, is one segment). ``device``: where the emotion model
+    runs (``cpu``, ``cuda``, ``auto``); the VAD always runs on the CPU.
     """
 
     def __init__(self, model: str | os.PathLike | SpeechEmotionModel | None = None, vad: str = "auto",
                  threads: int | None = None, threshold: float = 0.5, min_speech_s: float = 0.25,
-                 min_silence_s: float = 0.3, max_segment_s: float = 4.0) -> None:
-        self.model = model if isinstance(model, SpeechEmotionModel) else SpeechEmotionModel(model, threads)
+                 min_silence_s: float = 0.3, max_segment_s: float = 4.0, device: str = "cpu") -> None:
+        self.model = (model if isinstance(model, SpeechEmotionModel)
+                      else SpeechEmotionModel(model, threads, device))
         self.vad = make_vad(vad, threads=1)
         self.threshold, self.min_speech_s, self.min_silence_s = threshold, min_speech_s, min_silence_s
         self.max_segment_s = max_segment_s
@@ -126,12 +128,15 @@ class AudioAnalyzer:
         raw: list[np.ndarray | None] = [None] * len(clips)
         partner: list[np.ndarray | None] = [None] * len(clips)
         if self.model.kind == "functionals":
-            raw = [self.model.raw_features(c) for c in clips]
-            self.model.normalizer.update(np.stack(raw), key)  # type: ignore[union-attr]
-            probs = self.model.predict_features(np.stack(raw), key, update=False)
+            features = np.stack([self.model.raw_features(c) for c in clips])
+            raw = list(features)
+            if self.model.normalizer is not None:
+                self.model.normalizer.update(features, key)
+            probs = self.model.predict_features(features, key, update=False)
             if self.model.partner is not None:
-                partner = list(self.model.partner.predict_segments(clips))
-                probs = self.model.combine(probs, np.stack(partner))  # type: ignore[arg-type]
+                partner_probs = self.model.partner.predict_segments(clips)
+                partner = list(partner_probs)
+                probs = self.model.combine(probs, partner_probs)
         else:
             probs = self.model.predict_segments(clips, key)
         labels = self.model.labels

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from emolens.labels import RAVDESS8
+from emolens.voice.encoder import SpeechEncoder, speech_encoder
 from emolens.voice.features import (
     FeatureParams,
     eval_windows,
@@ -22,25 +23,22 @@ from emolens.voice.features import (
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 DEFAULT_SPEECH_MODEL = MODELS_DIR / "speech_emotion.onnx"
 
-def _session(path: Path, threads: int | None = None):  # noqa: ANN202
-    import onnxruntime as ort
+def _session(path: Path, threads: int | None = None, device: str = "cpu"):  # noqa: ANN202
+    from emolens.device import inference_session
 
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    return inference_session(path, threads, device, inter_op_threads=1 if threads else None)
 
 
 class SpeechEmotionModel:
     """The speech-emotion classifier (onnxruntime only; torch is not needed).
 
     Reads its labels and feature parameters from the JSON next to the ONNX file, so a model
-    trained with other settings (or the MFCC baseline) runs through the same code.
+    trained with other settings (or the MFCC baseline) runs through the same code. ``device``:
+    ``cpu``, ``cuda`` or ``auto`` (:mod:`emolens.device`).
     """
 
-    def __init__(self, path: str | os.PathLike | None = None, threads: int | None = None) -> None:
+    def __init__(self, path: str | os.PathLike | None = None, threads: int | None = None,
+                 device: str = "cpu") -> None:
         import json
 
         self.path = Path(path) if path else DEFAULT_SPEECH_MODEL
@@ -53,20 +51,23 @@ class SpeechEmotionModel:
         self.params = FeatureParams(**{k: v for k, v in self.meta.get("feature_params", {}).items() if k in known})
         model = self.meta.get("model")
         self.kind: str = model if model in ("mfcc", "functionals") else "cnn"
-        self.session = _session(self.path, threads)
+        self.session = _session(self.path, threads, device)
         self.input_name = self.session.get_inputs()[0].name
         self.normalizer: SpeakerNormalizer | None = None
+        self.encoder: SpeechEncoder | None = None
         if self.kind == "functionals":
             norm = self.meta["normalization"]
             self.columns = np.asarray(norm["columns"], dtype=np.int64)
             self.n_mfcc = int(self.meta.get("n_mfcc", 20))
+            enc = self.meta.get("encoder")
+            self.encoder = speech_encoder(self.path.parent / enc, device) if enc else None
             self.normalizer = SpeakerNormalizer(np.asarray(norm["mean"]), np.asarray(norm["std"]),
                                                 float(norm.get("prior", 8.0)))
         self.partner: SpeechEmotionModel | None = None  # ensemble member (the log-mel CNN), see combine()
         self.partner_weight = 0.0
         ens = self.meta.get("ensemble")
         if ens:
-            self.partner = SpeechEmotionModel(self.path.parent / ens["model"], threads)
+            self.partner = SpeechEmotionModel(self.path.parent / ens["model"], threads, device)
             self.partner_weight = float(ens.get("weight", 0.5))
             if self.partner.labels != self.labels:
                 raise ValueError(f"ensemble member {ens['model']} has labels {self.partner.labels}, not {self.labels}")
@@ -82,8 +83,12 @@ class SpeechEmotionModel:
         return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
 
     def raw_features(self, audio: np.ndarray, trim: bool = True) -> np.ndarray:
-        """Un-normalised functionals ``(D,)`` the model reads (``functionals`` models only)."""
-        return functionals(audio, self.params, self.n_mfcc, trim)[self.columns]
+        """Un-normalised features ``(D,)`` the model reads (``functionals`` models only): the
+        functionals, then the speaker encoder's embeddings where the model uses them."""
+        f = functionals(audio, self.params, self.n_mfcc, trim)
+        if self.encoder is not None:
+            f = np.concatenate([f, self.encoder.embed(audio)])
+        return f[self.columns]
 
     def predict_features(self, raw: np.ndarray, speaker: object = None, update: bool = True) -> np.ndarray:
         """Probabilities ``(N, classes)`` for raw functionals ``(N, D)`` of one ``speaker``: each
@@ -129,8 +134,8 @@ class SpeechEmotionModel:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         if self.kind == "functionals":
             raw = np.stack([self.raw_features(a) for a in segments])
-            if speaker is not None:
-                self.normalizer.update(raw, speaker)  # type: ignore[union-attr]
+            if speaker is not None and self.normalizer is not None:
+                self.normalizer.update(raw, speaker)
             probs = self.predict_features(raw, speaker, update=False)
             return self.combine(probs, self.partner.predict_segments(segments) if self.partner is not None else None)
         wins = [self.segment_windows(a) for a in segments]
@@ -140,9 +145,10 @@ class SpeechEmotionModel:
 
 
 @lru_cache(maxsize=4)
-def default_speech_model(path: str | None = None, threads: int | None = None) -> SpeechEmotionModel:
-    """A shared :class:`SpeechEmotionModel` (loaded once per process)."""
-    return SpeechEmotionModel(path, threads)
+def default_speech_model(path: str | None = None, threads: int | None = None,
+                         device: str = "cpu") -> SpeechEmotionModel:
+    """A shared :class:`SpeechEmotionModel` (loaded once per process and device)."""
+    return SpeechEmotionModel(path, threads, device)
 
 
 

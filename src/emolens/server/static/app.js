@@ -276,18 +276,17 @@ async function upload(url, file, fields = {}) {
 }
 
 // ------------------------------------------------------------------------------------ photo
+// The photo on screen: its file, decoded bitmap, /api/image result and, once asked, /api/explain result.
+let photo = null;
+
 async function analysePhoto(file) {
   const [result, bitmap] = await Promise.all([upload("/api/image", file), createImageBitmap(file).catch(() => null)]);
   state.last = result;
-  const canvas = $("photo-canvas");
-  const [w, h] = result.size;
-  const scale = Math.min(1, 900 / w);
-  canvas.width = Math.round(w * scale);
-  canvas.height = Math.round(h * scale);
-  const ctx = canvas.getContext("2d");
-  if (bitmap) ctx.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
-  else { ctx.fillStyle = "#333"; ctx.fillRect(0, 0, canvas.width, canvas.height); }
-  state.layout = drawFaces(ctx, result.faces, scale, { numbered: result.faces.length > 1 });
+  state.explain = null;
+  photo = { file, bitmap, result, explained: null, overlays: [] };  // overlays: per face, {method: image}
+  $("explain-toggle").checked = false;
+  setExplainView("off");
+  renderPhoto();
   const list = $("faces");
   list.innerHTML = "";
   result.faces.forEach((f, i) => {
@@ -298,12 +297,161 @@ async function analysePhoto(file) {
       `${(f.score * 100).toFixed(0)}%</small></h4>`;
     labelChip(card.querySelector(".label"), f.label);
     card.appendChild(barsElement(f.probs));
+    const why = document.createElement("div");
+    why.className = "explain";
+    why.hidden = true;
+    card.appendChild(why);
     list.appendChild(card);
   });
   if (!result.faces.length) list.innerHTML = "<p class='muted'>No face found in this photo.</p>";
   showResult("image", "done");
   setStatus(`${file.name}: ${result.faces.length} face(s) in ${result.time_ms} ms`);
 }
+
+// Draw the photo, the heat maps when Explain is on, then boxes, tags and bars (laid out as always).
+function renderPhoto() {
+  if (!photo) return;
+  const canvas = $("photo-canvas");
+  const [w, h] = photo.result.size;
+  const scale = Math.min(1, 900 / w);
+  canvas.width = Math.round(w * scale);
+  canvas.height = Math.round(h * scale);
+  const ctx = canvas.getContext("2d");
+  if (photo.bitmap) ctx.drawImage(photo.bitmap, 0, 0, canvas.width, canvas.height);
+  else { ctx.fillStyle = "#333"; ctx.fillRect(0, 0, canvas.width, canvas.height); }
+  const on = $("explain-toggle").checked && photo.explained;
+  let drawn = 0;
+  if (on) {
+    const method = shownMethod();
+    photo.explained.faces.forEach((f, i) => {
+      const img = photo.overlays[i][method], [x, y, bw, bh] = f.image_box;
+      if (!img || !bw || !bh) return;
+      ctx.drawImage(img, x * scale, y * scale, bw * scale, bh * scale);
+      drawn += 1;
+    });
+  }
+  canvas.dataset.overlays = String(drawn);
+  canvas.dataset.method = on ? shownMethod() : "";
+  const faces = on ? photo.explained.faces : photo.result.faces;
+  state.layout = drawFaces(ctx, faces, scale, { numbered: faces.length > 1 });
+}
+
+// The heat-map methods this server's model offers (health: explain_methods; "both" fetches all at once).
+const explainMethods = () => ((state.health && state.health.explain_methods) || ["occlusion"]).filter((m) => m !== "both");
+const shownMethod = () => (explainMethods().length > 1 ? $("explain-method").value : explainMethods()[0]);
+const METHOD_TEXT = {
+  occlusion: "where covering the face with a grey patch lowered its label's probability",
+  gradcam: "Grad-CAM: where the last conv stage's features raised its label's score",
+};
+
+function setExplainView(mode) {
+  $("photo-result").dataset.explain = mode;
+  $("explain-legend").hidden = mode !== "on";
+  $("explain-method").hidden = mode !== "on" || explainMethods().length < 2;
+  $("explain-what").textContent = METHOD_TEXT[shownMethod()] || shownMethod();
+  $("explain-toggle").disabled = mode === "busy";
+  if (mode !== "error") $("explain-error").hidden = true;
+  const on = mode === "on";
+  document.querySelectorAll("#faces .explain").forEach((el) => { el.hidden = !on; });
+}
+
+const loadPng = (b64) => {
+  const img = new Image();
+  img.src = `data:image/png;base64,${b64}`;
+  return img.decode().then(() => img);
+};
+
+// Per face card: the aligned face beside its heat map, and one bar per region: the change of the
+// predicted class's probability when that region is masked (left, in the label's colour: the region
+// supported the label; right, grey: it argued against it).
+function fillExplanation(card, f) {
+  const why = card.querySelector(".explain");
+  why.innerHTML = "";
+  const pic = document.createElement("img");
+  pic.className = "face-heat";
+  pic.alt = `the aligned face and its heat maps: ${f.methods.join(", ")}`;
+  pic.src = `data:image/png;base64,${f.png}`;
+  const box = document.createElement("div");
+  box.className = "regions";
+  box.dataset.label = f.label;
+  box.innerHTML = `<div class="regions-title">masking changes P(<span class="label"></span>)</div>`;
+  labelChip(box.querySelector(".label"), f.label);
+  const deltas = Object.entries(f.regions).map(([name, d]) => [name, d[f.label] || 0]);
+  const top = Math.max(0.05, ...deltas.map(([, d]) => Math.abs(d)));
+  for (const [name, d] of deltas) {
+    const row = document.createElement("div");
+    row.className = "region";
+    row.dataset.region = name;
+    row.dataset.delta = String(d);
+    row.title = d < 0 ? `the ${name} supported ${f.label}` : `the ${name} argued against ${f.label}`;
+    row.innerHTML = `<span>${name}</span><span class="region-track"><span class="region-fill"></span></span>` +
+      `<span class="bar-value">${d > 0 ? "+" : d < 0 ? "\u2212" : ""}${Math.abs(100 * d).toFixed(1)} pts</span>`;
+    const fill = row.querySelector(".region-fill"), width = `${(50 * Math.abs(d) / top).toFixed(1)}%`;
+    Object.assign(fill.style, d < 0 ? { right: "50%", width, background: color(f.label) } :
+      { left: "50%", width, background: "#98a2b3" });
+    box.appendChild(row);
+  }
+  why.append(pic, box);
+  if (f.activations_png) {  // the conv-stage activation grid, folded away
+    const acts = document.createElement("details");
+    acts.className = "activations";
+    acts.innerHTML = `<summary>layer activations (${f.activations.length} conv stages)</summary>`;
+    const grid = document.createElement("img");
+    grid.alt = "mean and most active channels of each conv stage";
+    grid.src = `data:image/png;base64,${f.activations_png}`;
+    acts.appendChild(grid);
+    why.appendChild(acts);
+  }
+}
+
+async function explainPhoto() {
+  const current = photo;
+  if (!current.explained) {
+    setExplainView("busy");
+    setStatus(`Explaining ${current.file.name}…`);
+    const method = explainMethods().length > 1 ? "both" : explainMethods()[0];
+    const result = await upload("/api/explain", current.file, { image: "false", method });
+    const overlays = await Promise.all(result.faces.map(async (f) => Object.fromEntries(await Promise.all(
+      Object.entries(f.overlays).map(async ([m, b64]) => [m, b64 ? await loadPng(b64) : null])))));
+    if (photo !== current) return;  // another photo was chosen meanwhile
+    Object.assign(current, { explained: result, overlays });
+    const cards = document.querySelectorAll("#faces .face-card");
+    result.faces.forEach((f, i) => { if (cards[i]) fillExplanation(cards[i], f); });
+    setStatus(`${current.file.name}: explained ${result.faces.length} face(s) in ${result.time_ms} ms`);
+  }
+  state.explain = current.explained;
+  if (!$("explain-toggle").checked) return setExplainView("off");
+  setExplainView("on");
+  renderPhoto();
+}
+
+$("explain-method").addEventListener("change", () => {
+  if (!photo || $("photo-result").dataset.explain !== "on") return;
+  setExplainView("on");
+  renderPhoto();
+});
+
+$("explain-toggle").addEventListener("change", async (e) => {
+  if (!photo) return;
+  if (!e.target.checked) {
+    setExplainView("off");
+    renderPhoto();
+    return;
+  }
+  const current = photo;
+  try {
+    await explainPhoto();
+  } catch (err) {  // shown like any error, but the photo's result stays on screen
+    if (photo !== current) return;
+    const message = `could not explain ${current.file.name}: ${String(err.message || err)}`;
+    $("explain-toggle").checked = false;
+    setExplainView("error");
+    $("explain-error").textContent = message;
+    $("explain-error").hidden = false;
+    setStatus(message, true);
+    renderPhoto();
+  }
+});
 
 // ------------------------------------------------------------------------------------ audio
 async function analyseAudio(file) {

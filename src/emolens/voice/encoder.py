@@ -1,0 +1,82 @@
+"""A pretrained speaker encoder as a feature extractor for speech emotion (onnxruntime only).
+
+``models/speech_encoder.onnx`` is the GE2E speaker encoder of Resemblyzer (3-layer LSTM over 40
+mel bands, 256-d output; trained for speaker verification on LibriSpeech, VoxCeleb 1 and 2, weights
+shipped inside its Apache-2.0 wheel), exported once by :mod:`emolens.train.speech_encoder`. Nothing
+is downloaded. :meth:`SpeechEncoder.embed` gives two 256-d unit vectors per utterance, the whole
+utterance and the mean of 1.6 s partial windows (50 % overlap), which the speech-emotion model reads
+next to the prosodic and spectral functionals, normalised per speaker like them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from emolens.voice.features import FeatureParams, mel_power
+
+DEFAULT_ENCODER = Path(__file__).resolve().parent.parent / "models" / "speech_encoder.onnx"
+#: The encoder's mel front end: 25 ms windows, 10 ms hop, 40 mel bands 0-8 kHz, linear power.
+ENCODER_PARAMS = FeatureParams(n_fft=400, win_length=400, hop_length=160, n_mels=40, fmin=0.0, fmax=8000.0)
+#: Frames per partial window (1.6 s) and the hop between windows.
+PARTIAL_FRAMES, PARTIAL_HOP = 160, 80
+#: Loudness every utterance is scaled to before the mel front end (dBFS).
+TARGET_DBFS = -30.0
+EMBED_DIM = 512
+
+
+def encoder_feature_names() -> list[str]:
+    """Names of :meth:`SpeechEncoder.embed`'s 512 values."""
+    return [f"ge2e_utt_{i}" for i in range(256)] + [f"ge2e_win_{i}" for i in range(256)]
+
+
+class SpeechEncoder:
+    """The exported GE2E encoder: input ``mel`` float32 ``(N, T, 40)``, output ``embedding`` ``(N, 256)``."""
+
+    def __init__(self, path: str | os.PathLike | None = None, threads: int | None = None,
+                 device: str = "cpu") -> None:
+        from emolens.device import inference_session
+
+        self.path = Path(path) if path else DEFAULT_ENCODER
+        if not self.path.is_file():
+            raise FileNotFoundError(f"speech encoder not found: {self.path}")
+        self.session = inference_session(self.path, threads, device, inter_op_threads=1 if threads else None)
+
+    def mel(self, audio: np.ndarray) -> np.ndarray:
+        """Loudness-normalised mel power ``(T, 40)`` of 16 kHz mono audio."""
+        x = np.asarray(audio, np.float32).reshape(-1)
+        rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2))) if x.size else 0.0
+        if rms > 1e-6:
+            x = x * np.float32(10 ** (TARGET_DBFS / 20) / rms)
+        return mel_power(x, ENCODER_PARAMS)
+
+    def _run(self, mels: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {"mel": np.ascontiguousarray(mels, np.float32)})[0]
+
+    def embed(self, audio: np.ndarray) -> np.ndarray:
+        """``float32 (512,)``: the whole utterance's embedding, then the mean of its partial windows'
+        (re-normalised to unit length; one window when the utterance is shorter than 1.6 s)."""
+        mel = self.mel(audio)
+        whole = self._run(mel[None])[0]
+        n = mel.shape[0]
+        if n >= PARTIAL_FRAMES:
+            starts = range(0, n - PARTIAL_FRAMES + 1, PARTIAL_HOP)
+            parts = self._run(np.stack([mel[s:s + PARTIAL_FRAMES] for s in starts]))
+            win = parts.mean(0)
+            win = win / max(float(np.linalg.norm(win)), 1e-9)
+        else:
+            win = whole
+        return np.concatenate([whole, win]).astype(np.float32)
+
+
+_ENCODERS: dict[tuple[str, str], SpeechEncoder] = {}
+
+
+def speech_encoder(path: str | os.PathLike | None = None, device: str = "cpu") -> SpeechEncoder:
+    """A shared :class:`SpeechEncoder` per file and device (loaded once)."""
+    key = (str(Path(path) if path else DEFAULT_ENCODER), device)
+    if key not in _ENCODERS:
+        _ENCODERS[key] = SpeechEncoder(path, device=device)
+    return _ENCODERS[key]
