@@ -93,14 +93,14 @@ def main() -> None:
     notes = [
         f"Drops are mean probability drops of the predicted class when the {args.fraction:.0%} highest-scoring "
         "pixels of the network's 44x44 input window are removed. Removal: *blur* replaces them with the same "
-        f"pixels of a Gaussian-blurred copy of the face (sigma {BLUR_SIGMA:g} px of 48; the operator of the "
-        "criterion), *grey* with mid grey (128). *random blobs*: the top of a random map built like an occlusion "
-        "map (random scores of 8x8 patches, stride 4), the baseline of the criterion (ratio >= 2). "
-        "*random pixels*: scattered single pixels, a noise-like perturbation that by itself hurts the network "
-        "a lot (most with grey), shown for reference.",
+        f"pixels of a Gaussian-blurred copy of the face (sigma {BLUR_SIGMA:g} px of 48; the operator used for the "
+        "2x floor), *grey* with mid grey (128). *random blobs*: the top of a random map built like an occlusion "
+        "map (random scores of 8x8 patches, stride 4), the baseline used for the 2x floor. *random pixels*: "
+        "scattered single pixels, a noise-like perturbation that by itself hurts the network a lot (most with "
+        "grey); against it no method reaches 2x.",
         "Methods: *occlusion*: 8x8 grey patches, stride 4 (121 positions), drop of the predicted class; "
-        "*gradcam*: Grad-CAM of the predicted class's logit on the last conv stage (5x5, resized bilinearly over the 44x44 input "
-        "window), before its final ReLU, averaged over an ensemble's networks and mirrored views.",
+        "*gradcam*: Grad-CAM of the predicted class's logit on the last conv stage (5x5, resized bilinearly over "
+        "the 44x44 input window), before its final ReLU, averaged over an ensemble's networks and mirrored views.",
     ]
     lines = ["# Heat maps: deletion test on FER2013 PrivateTest", "",
              f"- date: {datetime.date.today().isoformat()}", f"- machine: {machine}",

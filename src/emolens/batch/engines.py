@@ -122,6 +122,11 @@ def local_results(jobs: Sequence[Job], settings: BatchSettings, out_dir: Path, w
                     proc.terminate()
             for proc in processes.values():
                 proc.join(timeout=5)
+            # let the pool's manager thread see its dead workers and end now: joined here, it cannot
+            # race the interpreter's exit hook of concurrent.futures (a traceback at shutdown)
+            manager = getattr(pool, "_executor_manager_thread", None)
+            if manager is not None:
+                manager.join(timeout=5)
 
 
 class RayWorker:
