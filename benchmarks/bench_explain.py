@@ -47,13 +47,28 @@ def table(rows: list[dict]) -> list[str]:
     return lines
 
 
+_NETS: dict = {}
+
+
+def chunk_drops(name: str, method: str, chunk: np.ndarray, seed: int, fraction: float) -> dict:
+    """Deletion drops of one chunk of faces, per removal operator (the model is loaded once per process)."""
+    from emolens.explanations import OPERATORS, deletion_drops, saliency_maps
+    from emolens.expression import ExpressionModel
+
+    net = _NETS.setdefault(name, ExpressionModel(name, threads=1))
+    maps, probs = saliency_maps(net, chunk, method)
+    # same seed: the same random masks for both operators
+    return {op: deletion_drops(net, chunk, maps, probs, fraction, op, seed=seed) for op in OPERATORS}
+
+
 def main() -> None:
     """Run the deletion test and write the results."""
+    from concurrent.futures import ProcessPoolExecutor
+
     import onnxruntime
 
     from emolens.datasets import load_fer2013
-    from emolens.explanations import BLUR_SIGMA, OPERATORS, deletion_drops, saliency_maps
-    from emolens.expression import ExpressionModel
+    from emolens.explanations import BLUR_SIGMA, OPERATORS
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=FER)
@@ -63,33 +78,47 @@ def main() -> None:
     ap.add_argument("--fraction", type=float, default=0.2)
     ap.add_argument("--out", type=Path, default=RESULTS / "explain_faithfulness.md")
     ap.add_argument("--card", action="store_true", help="write the table into the model cards too")
+    ap.add_argument("--jobs", type=int, default=1, help="worker processes (1 thread each); same results")
+    ap.add_argument("--split", default="PrivateTest", help="FER2013 split (PublicTest: for choosing settings)")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the rows of other models/methods already in the results json (their own dates)")
     args = ap.parse_args()
 
-    faces = load_fer2013(args.data, "PrivateTest").images[: args.limit]
+    faces = load_fer2013(args.data, args.split).images[: args.limit]
     rows = []
+    pool = ProcessPoolExecutor(args.jobs)
     for name in args.model:
-        net = ExpressionModel(name, threads=1)
         for method in args.method:
             start = time.perf_counter()
             drops: dict[str, dict[str, list[np.ndarray]]] = {op: {} for op in OPERATORS}
-            for i in range(0, len(faces), 256):
-                chunk = faces[i: i + 256]
-                maps, probs = saliency_maps(net, chunk, method)
-                for op in OPERATORS:  # same seed: the same random masks for both operators
-                    for k, v in deletion_drops(net, chunk, maps, probs, args.fraction, op, seed=i).items():
+            starts = range(0, len(faces), 256)
+            futures = [pool.submit(chunk_drops, name, method, faces[i: i + 256], i, args.fraction) for i in starts]
+            for i, future in zip(starts, futures):  # in order: the same results for any --jobs
+                for op, found in future.result().items():
+                    for k, v in found.items():
                         drops[op].setdefault(k, []).append(v)
                 print(f"{name} {method}: {min(i + 256, len(faces))}/{len(faces)}", file=sys.stderr, flush=True)
             seconds = round(time.perf_counter() - start, 1)
             for op in OPERATORS:
                 mean = {k: float(np.concatenate(v).mean()) for k, v in drops[op].items()}
                 rows.append({"model": name, "method": method, "operator": op, "faces": len(faces),
+                             "date": datetime.date.today().isoformat(),
                              "seconds": seconds, "drop_salient": mean["salient"], "drop_random": mean["random"],
                              "drop_pixels": mean["pixels"], "ratio_random": mean["salient"] / mean["random"],
                              "ratio_pixels": mean["salient"] / mean["pixels"]})
+    pool.shutdown()
     load = os.getloadavg()[0]
     machine = (f"{cpu_name()}, {os.cpu_count()} cores, load average {load:.2f} at the end (shared machine), "
-               f"Python {platform.python_version()}, onnxruntime {onnxruntime.__version__}, 1 thread")
+               f"Python {platform.python_version()}, onnxruntime {onnxruntime.__version__}, "
+               f"{args.jobs} process(es) of 1 thread")
     command = "OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_explain.py " + " ".join(sys.argv[1:])
+    if args.keep and args.out.with_suffix(".json").is_file():
+        old = json.loads(args.out.with_suffix(".json").read_text())
+        done = {(r["model"], r["method"]) for r in rows}
+        kept = [{**r, "date": r.get("date", old["date"]), "command": r.get("command", old["command"])}
+                for r in old["rows"] if (r["model"], r["method"]) not in done]
+        rows = kept + [{**r, "command": command} for r in rows]
+        rows.sort(key=lambda r: (r["model"], r["method"] != "occlusion"))
     notes = [
         f"Drops are mean probability drops of the predicted class when the {args.fraction:.0%} highest-scoring "
         "pixels of the network's 44x44 input window are removed. Removal: *blur* replaces them with the same "
@@ -99,10 +128,15 @@ def main() -> None:
         "scattered single pixels, a noise-like perturbation that by itself hurts the network a lot (most with "
         "grey); against it no method reaches 2x.",
         "Methods: *occlusion*: 8x8 grey patches, stride 4 (121 positions), drop of the predicted class; "
-        "*gradcam*: Grad-CAM of the predicted class's logit on the last conv stage (5x5, resized bilinearly over "
-        "the 44x44 input window), before its final ReLU, averaged over an ensemble's networks and mirrored views.",
+        "*gradcam*: Grad-CAM in its HiResCAM form (activations times the gradient of the predicted class's logit, "
+        "element-wise, summed over channels) on conv stage 2 of 4 (22x22, resized bilinearly over the 44x44 input "
+        "window), no final ReLU, averaged over an ensemble's networks and mirrored views. Stage and form were "
+        "chosen on FER2013 PublicTest, not on this split.",
     ]
-    lines = ["# Heat maps: deletion test on FER2013 PrivateTest", "",
+    if args.keep:
+        notes.append("Rows run at different times: " + "; ".join(sorted({
+            f"{r['model']} {r['method']}: {r['date']}, `{r['command']}`" for r in rows})) + ".")
+    lines = [f"# Heat maps: deletion test on FER2013 {args.split}", "",
              f"- date: {datetime.date.today().isoformat()}", f"- machine: {machine}",
              f"- command: `{command.strip()}`", "", *table(rows), "", *notes]
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
         out: Annotated[Path, typer.Option(help="Output folder for the PNGs and region tables.")],
         json_out: Annotated[Optional[Path], typer.Option("--json", help="Write results as JSON here.")] = None,
         method: Annotated[Method, typer.Option(
-            help="Heat map: occlusion (grey patches), gradcam (last conv stage) or both.")] = "both",
+            help="Heat map: occlusion (grey patches), gradcam (conv stage 2) or both.")] = "both",
         every: Annotated[int, typer.Option(help="Videos: explain every N-th frame.", min=1)] = 10,
         model: Annotated[str, typer.Option(help="Face model: default (fast), accurate, or an .onnx file.")] = "default",
         detector: Annotated[DetectorName, typer.Option(help="Face detector.")] = "yunet",

@@ -2,8 +2,8 @@
 
 Two heat-map methods: :func:`occlusion_map` slides a grey patch over an aligned face and records
 how much the predicted class's probability drops under each position (all occluded copies go
-through the model in one batched call); :func:`gradcam_maps` is Grad-CAM on the last conv stage,
-from the activations and class-score gradients the shipped models export
+through the model in one batched call); :func:`gradcam_maps` is Grad-CAM (HiResCAM form) on conv
+stage 2 of 4, from the activations and class-score gradients the shipped models export
 (:mod:`emolens.train.face_explain_export`). :func:`activation_maps` summarises each conv stage
 (mean over channels and the most active channels). :func:`region_deltas` masks the eyes and brows,
 the nose, or the mouth (rectangles derived from the model's 5-point alignment template) and reports
@@ -240,32 +240,36 @@ def _to_frame(cam: np.ndarray, crop: int, frame: int, flip: bool) -> np.ndarray:
 
 
 def gradcam_maps(model: ExpressionModel, crops: np.ndarray, targets: np.ndarray | None = None,
-                 batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
+                 batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
     """Grad-CAM heat maps ``float32 (N, frame, frame)`` of aligned ``crops`` and their probabilities.
 
-    For every network and view of the model (an ensemble's members, a mirrored view), the last conv
-    stage's channels are weighted by the gradient of the target class's logit (default: the
-    predicted class) averaged over the stage, summed, and brought back to the aligned face
-    (mirrored views flipped back); the maps of all networks and views are averaged. The result is
-    Grad-CAM before its final ReLU (negative where the evidence speaks against the class), in logit
-    units. Returns ``(maps, probs)``.
+    For every network and view of the model (an ensemble's members, a mirrored view), the activations
+    of the conv stage named by the model's explain metadata (``cam_stage``: stage 2 of 4, 22x22, in the
+    shipped models, chosen by the deletion test on FER2013 PublicTest) are multiplied element-wise by
+    the gradient of the target class's logit (default: the predicted class) and summed over channels
+    (the HiResCAM form of Grad-CAM, which keeps the gradient's spatial detail instead of averaging it
+    per channel); the map is brought back to the aligned face (mirrored views flipped back) and the
+    maps of all networks and views are averaged. No final ReLU (negative where the evidence speaks
+    against the class), logit units. Returns ``(maps, probs)``.
     """
     crops = np.asarray(crops)
     if crops.ndim == (2 if model.spec.color == "gray" else 3):
         crops = crops[None]
     branches = _require_block(model)["branches"]
+    if any("cam_grad" not in b for b in branches):
+        raise ValueError("the model's explain outputs predate stage gradients; re-run "
+                         "`python -m emolens.train.face_explain_export MODEL.onnx`")
     probs = model.predict(crops)
     targets = probs.argmax(1) if targets is None else np.asarray(targets)
     frame = crops.shape[1]
     maps = np.zeros((len(crops), frame, frame), np.float32)
-    names = [n for b in branches for n in (b["stages"][-1], b["grad"])]
+    names = [n for b in branches for n in (b["stages"][b["cam_stage"] - 1], b["cam_grad"])]
     for start in range(0, len(crops), batch):
         outs = _run_explain(model, crops[start: start + batch], names)
         for j, b in enumerate(branches):
-            acts, grads = outs[2 * j], outs[2 * j + 1]  # (n, F, h, w), (n, C, F)
+            acts, grads = outs[2 * j], outs[2 * j + 1]  # (n, F, h, w), (n, C, F, h, w)
             t = targets[start: start + len(acts)]
-            weights = grads[np.arange(len(acts)), t] / (acts.shape[2] * acts.shape[3])
-            cams = np.einsum("nf,nfhw->nhw", weights, acts)
+            cams = np.einsum("nfhw,nfhw->nhw", grads[np.arange(len(acts)), t], acts)
             for i, cam in enumerate(cams):
                 maps[start + i] += _to_frame(cam, model.crop, frame, b["flip"])
     return maps / len(branches), probs

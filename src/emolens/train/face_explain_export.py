@@ -1,13 +1,15 @@
 """Make a shipped face model explainable on onnxruntime alone: add graph outputs for each conv stage's
-activations and for the gradient of every class's logit with respect to the pooled features.
+activations and for the gradient of every class's logit with respect to the pooled features and to
+the activations of conv stage :data:`CAM_STAGE` (Grad-CAM's layer).
 
 The networks (:class:`emolens.train.nets.FaceNet`) end with 4 conv stages, global average pooling and a
 2-layer head ``Linear -> BatchNorm -> ReLU -> Linear``. For one face the gradient of logit ``c`` with
 respect to the pooled features ``g`` is ``W1^T (m * s * W2[c])`` (``s``: the BatchNorm scale
-``gamma / sqrt(var + eps)``, ``m``: the face's ReLU mask), and since pooling is an average the
-Grad-CAM channel weights of the last conv stage are this gradient divided by its area. This module
+``gamma / sqrt(var + eps)``, ``m``: the face's ReLU mask). This module
 adds those few nodes (a ``(N, classes, features)`` output per network and view) and exposes the
-stage activations (the last conv of each stage, after its ReLU) as outputs; the ONNX metadata
+stage activations (the last conv of each stage, after its ReLU) as outputs. The gradient is then taken
+back to stage :data:`CAM_STAGE` with explicit backward nodes (ReLU masks, max-pool routing, transposed
+convs), a ``(N, classes, channels, h, w)`` output ``cam_grad``; the ONNX metadata
 (``emolens`` JSON, key ``explain``) lists them. Nothing else in the graph changes, so the
 probabilities are bit-identical and the normal path (which fetches ``probs`` only) is unaffected.
 
@@ -34,6 +36,9 @@ SWITCH = "explain"
 EXPLAIN_KEY = "explain"
 _PASS = ("DequantizeLinear", "QuantizeLinear", "Identity", "Flatten")
 _HEAD_PASS = (*_PASS, "Relu")
+#: The conv stage (1-based) whose activations Grad-CAM weighs: chosen by the deletion test on FER2013
+#: PublicTest (``benchmarks/bench_explain.py``), stage 2 of 4 (22x22 for a 44x44 input).
+CAM_STAGE = 2
 
 
 def _strip(graph) -> None:  # noqa: ANN001
@@ -60,6 +65,118 @@ def _attr(node, name: str, default: object) -> object:  # noqa: ANN001
     from onnx import helper
 
     return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
+
+
+def _chain(graph, consumers: dict, start: str, path: object) -> list[tuple]:  # noqa: ANN001
+    """The layers from stage tensor ``start`` to the global average pooling, as steps ``("pool", x, y)``,
+    ``("conv", weight, pads)``, ``("relu", y)`` (``y``: the ReLU's output) and ``("gap", x)``. In a QDQ
+    graph a conv's ReLU is folded into its output quantizer (clipping at 0): the dequantized output
+    stands for ``y``."""
+    steps: list[tuple] = []
+    name, relu_due = start, False
+    while True:
+        node = next((n for n in consumers.get(name, []) if not n.name.startswith(PREFIX)), None)
+        if node is None:
+            raise ValueError(f"{path}: no GlobalAveragePool after {start}")
+        op = node.op_type
+        if op in ("MaxPool", "Conv", "GlobalAveragePool") and relu_due:
+            steps.append(("relu", name))
+            relu_due = False
+        if op == "MaxPool":
+            if (list(_attr(node, "kernel_shape", [])) != [2, 2] or list(_attr(node, "strides", [])) != [2, 2]
+                    or any(_attr(node, "pads", [0])) or len(node.output) > 1):
+                raise ValueError(f"{path}: only 2x2 max-pools with stride 2 are supported")
+            steps.append(("pool", name, node.output[0]))
+        elif op == "Conv":
+            if (any(v != 1 for v in _attr(node, "strides", [1, 1])) or _attr(node, "group", 1) != 1
+                    or any(v != 1 for v in _attr(node, "dilations", [1, 1]))):
+                raise ValueError(f"{path}: only stride-1 ungrouped convs are supported")
+            steps.append(("conv", node.input[1], list(_attr(node, "pads", [0, 0, 0, 0]))))
+            relu_due = True
+        elif op == "Relu":
+            steps.append(("relu", node.output[0]))
+            relu_due = False
+        elif op == "GlobalAveragePool":
+            steps.append(("gap", name))
+            return steps
+        elif op == "QuantizeLinear" and relu_due:
+            scale, zero = (_const(graph, i) for i in node.input[1:3])
+            if scale is None or zero is None or (np.iinfo(zero.dtype).min - int(zero)) * float(scale) != 0:
+                raise ValueError(f"{path}: a conv without a ReLU (its quantizer does not clip at 0)")
+        elif op not in _PASS and op != "Cast":
+            raise ValueError(f"{path}: unexpected {op} between a conv stage and the pooling")
+        name = node.output[0]
+
+
+def _backprop(steps: list[tuple], grad: str, t: str, float_ref, local) -> list:  # noqa: ANN001
+    """Nodes computing ``t + "cam_grad"``, ``(N, classes, channels, h, w)``: the gradient ``grad``
+    ``(N, classes, features)`` of every class's logit w.r.t. the pooled features, taken back through
+    ``steps`` (see :func:`_chain`): average pooling spreads it evenly, a ReLU passes it where its
+    output is positive, a 2x2 max-pool routes it to the positions equal to their window's maximum,
+    a conv is transposed (``ConvTranspose`` with the same weights). Classes ride along in the batch
+    axis (``N * classes``). A max-pool window with tied maxima (in practice: all zero after a ReLU)
+    passes the gradient to every tied position; Grad-CAM multiplies it by those zero activations."""
+    from onnx import helper, numpy_helper
+
+    nodes: list = []
+    count = [0]
+
+    def op(kind: str, inputs: list[str], **attrs: object) -> str:
+        count[0] += 1
+        out = f"{t}bp{count[0]}_{kind.lower()}"
+        nodes.append(helper.make_node(kind, inputs, [out], name=out, **attrs))
+        return out
+
+    def const(tag: str, value: np.ndarray) -> str:
+        out = f"{t}bpc_{tag}"
+        if not any(n.output[0] == out for n in nodes):
+            nodes.append(helper.make_node("Constant", [], [out], name=out, value=numpy_helper.from_array(value, out)))
+        return out
+
+    i64 = np.int64
+    classes = op("Slice", [op("Shape", [grad]), const("one", np.array([1], i64)), const("two", np.array([2], i64))])
+
+    def masked(g: str, act: str, mask: str) -> str:
+        """``g`` (N*classes, F, h, w) times ``mask`` (N, F, h, w), the same for every class."""
+        fhw = op("Slice", [op("Shape", [act]), const("one", np.array([1], i64)), const("four", np.array([4], i64))])
+        shape5 = op("Concat", [const("minus", np.array([-1], i64)), classes, fhw], axis=0)
+        shape4 = op("Concat", [const("minus", np.array([-1], i64)), fhw], axis=0)
+        m5 = op("Unsqueeze", [mask, const("one", np.array([1], i64))])
+        return op("Reshape", [op("Mul", [op("Reshape", [g, shape5]), m5]), shape4])
+
+    g = grad
+    for k, step in enumerate(reversed(steps)):
+        kind = step[0]
+        if kind == "gap":
+            x = float_ref(step[1], t[2:] + f"bp_gap{k}")
+            hw = op("Slice", [op("Shape", [x]), const("two", np.array([2], i64)), const("four", np.array([4], i64))])
+            feats = op("Slice", [op("Shape", [grad]), const("two", np.array([2], i64)),
+                                 const("three", np.array([3], i64))])
+            g = op("Reshape", [g, op("Concat", [const("minus", np.array([-1], i64)), feats,
+                                                const("ones2", np.array([1, 1], i64))], axis=0)])
+            area = op("Cast", [op("ReduceProd", [hw], keepdims=0)], to=1)
+            g = op("Div", [op("Expand", [g, op("Concat", [const("ones2", np.array([1, 1], i64)), hw], axis=0)]), area])
+        elif kind == "relu":
+            y = float_ref(step[1], t[2:] + f"bp_relu{k}")
+            g = masked(g, y, op("Cast", [op("Greater", [y, const("zero", np.array(0, np.float32))])], to=1))
+        elif kind == "pool":
+            x, y = float_ref(step[1], t[2:] + f"bp_in{k}"), float_ref(step[2], t[2:] + f"bp_out{k}")
+            scales = const("scales", np.array([1, 1, 2, 2], np.float32))
+            resize = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
+            up = op("Resize", [y, "", scales], **resize)
+            rest = op("Sub", [op("Shape", [x]), op("Shape", [up])])  # an odd row/column the pool dropped
+            pads = op("Concat", [const("zeros6", np.zeros(6, i64)), op("Slice", [
+                rest, const("two", np.array([2], i64)), const("four", np.array([4], i64))])], axis=0)
+            up = op("Pad", [up, pads, const("neginf", np.array(-np.inf, np.float32))])
+            mask = op("Cast", [op("Equal", [x, up])], to=1)
+            gu = op("Pad", [op("Resize", [g, "", scales], **resize), pads, const("zero", np.array(0, np.float32))])
+            g = masked(gu, x, mask)
+        elif kind == "conv":
+            g = op("ConvTranspose", [g, local(step[1])], pads=step[2])
+    fchw = op("Slice", [op("Shape", [g]), const("one", np.array([1], i64)), const("four", np.array([4], i64))])
+    nodes.append(helper.make_node("Reshape", [g, op("Concat", [const("minus", np.array([-1], i64)), classes, fchw],
+                                                    axis=0)], [t + "cam_grad"], name=t + "cam_grad"))
+    return nodes
 
 
 def add_explain_outputs(path: str | Path, out: str | Path | None = None) -> dict:
@@ -171,17 +288,20 @@ def add_explain_outputs(path: str | Path, out: str | Path | None = None) -> dict
             helper.make_node("Mul", [t + "mask3", t + "w2s"], [t + "dh"], name=t + "dh"),  # (N, C, H)
             helper.make_node("MatMul", [t + "dh", w1], [t + "grad"], name=t + "grad"),  # (N, C, F)
         ]
-        names = [float_ref(s, p + f"stage{i + 1}") for i, s in enumerate(stages)] + [t + "grad"]
+        cam = min(CAM_STAGE, len(stages)) - 1
+        body += _backprop(_chain(graph, consumers, stages[cam], path), t + "grad", t, float_ref, local)
+        names = [float_ref(s, p + f"stage{i + 1}") for i, s in enumerate(stages)] + [t + "grad", t + "cam_grad"]
         inner += names
-        outputs += [PREFIX + p + f"stage{i + 1}" for i in range(len(stages))] + [PREFIX + p + "grad"]
-        branches.append({"member": flips[flip], "flip": flip, "stages": outputs[-len(stages) - 1: -1],
-                         "grad": outputs[-1]})
+        outputs += [PREFIX + p + f"stage{i + 1}" for i in range(len(stages))] + [PREFIX + p + "grad",
+                                                                                   PREFIX + p + "cam_grad"]
+        branches.append({"member": flips[flip], "flip": flip, "stages": outputs[-len(stages) - 2: -2],
+                         "grad": outputs[-2], "cam_stage": cam + 1, "cam_grad": outputs[-1]})
         flips[flip] += 1
     if not branches:
         raise ValueError(f"{path}: no GlobalAveragePool: not a FaceNet-style model")
     if flips[True] not in (0, flips[False]):
         raise ValueError(f"{path}: {flips[True]} mirrored views for {flips[False]} networks")
-    ranks = [3 if name.endswith("grad") else 4 for name in outputs]
+    ranks = [5 if name.endswith("cam_grad") else 3 if name.endswith("grad") else 4 for name in outputs]
     then_graph = helper.make_graph(body, "explain_on", [], [
         helper.make_tensor_value_info(n, TensorProto.FLOAT, [None] * r) for n, r in zip(inner, ranks)])
     empty = [helper.make_node("Constant", [], [f"e/{i}"], value=numpy_helper.from_array(
@@ -196,7 +316,8 @@ def add_explain_outputs(path: str | Path, out: str | Path | None = None) -> dict
                         for n, r in zip(outputs, ranks))
     block = {"switch": SWITCH, "branches": branches,
              "grad": "d logit / d pooled features, (N, classes, features)",
-             "stages": "last conv of each stage after its ReLU, (N, channels, h, w)"}
+             "stages": "last conv of each stage after its ReLU, (N, channels, h, w)",
+             "cam_grad": "d logit / d activations of stage cam_stage, (N, classes, channels, h, w)"}
     meta_prop = next((m for m in model.metadata_props if m.key == META_KEY), None)
     if meta_prop is None:
         meta_prop = model.metadata_props.add()

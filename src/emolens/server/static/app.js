@@ -341,7 +341,7 @@ const explainMethods = () => ((state.health && state.health.explain_methods) || 
 const shownMethod = () => (explainMethods().length > 1 ? $("explain-method").value : explainMethods()[0]);
 const METHOD_TEXT = {
   occlusion: "where covering the face with a grey patch lowered its label's probability",
-  gradcam: "Grad-CAM: where the last conv stage's features raised its label's score",
+  gradcam: "Grad-CAM: where conv stage 2's features raised its label's score",
 };
 
 function setExplainView(mode) {
