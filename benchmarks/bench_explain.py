@@ -61,6 +61,20 @@ def chunk_drops(name: str, method: str, chunk: np.ndarray, seed: int, fraction: 
     return {op: deletion_drops(net, chunk, maps, probs, fraction, op, seed=seed) for op in OPERATORS}
 
 
+def chunk_store(path: Path | None) -> dict:
+    """Finished chunks: ``{model/method/split/fraction: {start: {operator: {kind: [sum, count]}}}}``."""
+    return json.loads(path.read_text()) if path and path.is_file() else {}
+
+
+def save_chunk(path: Path, key: str, start: str, sums: dict) -> None:
+    """Add one finished chunk to the store (written atomically)."""
+    store = chunk_store(path)
+    store.setdefault(key, {})[start] = sums
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(store, indent=1, sort_keys=True))
+    tmp.replace(path)
+
+
 def main() -> None:
     """Run the deletion test and write the results."""
     from concurrent.futures import ProcessPoolExecutor
@@ -80,6 +94,9 @@ def main() -> None:
     ap.add_argument("--card", action="store_true", help="write the table into the model cards too")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes (1 thread each); same results")
     ap.add_argument("--split", default="PrivateTest", help="FER2013 split (PublicTest: for choosing settings)")
+    ap.add_argument("--chunks", type=Path, default=None,
+                    help="JSON file of finished 256-face chunks (sums and counts): a rerun skips them, so a run "
+                         "of hours can stop and resume (commit the file to resume in a fresh checkout)")
     ap.add_argument("--keep", action="store_true",
                     help="keep the rows of other models/methods already in the results json (their own dates)")
     args = ap.parse_args()
@@ -91,16 +108,25 @@ def main() -> None:
         for method in args.method:
             start = time.perf_counter()
             drops: dict[str, dict[str, list[np.ndarray]]] = {op: {} for op in OPERATORS}
-            starts = range(0, len(faces), 256)
+            key = f"{name}/{method}/{args.split}/{args.fraction}"
+            stored = chunk_store(args.chunks).get(key, {})
+            ids = {i: f"{i}+{len(faces[i: i + 256])}" for i in range(0, len(faces), 256)}  # start+size
+            starts = [i for i, c in ids.items() if c not in stored]
             futures = [pool.submit(chunk_drops, name, method, faces[i: i + 256], i, args.fraction) for i in starts]
             for i, future in zip(starts, futures):  # in order: the same results for any --jobs
-                for op, found in future.result().items():
-                    for k, v in found.items():
-                        drops[op].setdefault(k, []).append(v)
-                print(f"{name} {method}: {min(i + 256, len(faces))}/{len(faces)}", file=sys.stderr, flush=True)
+                stored[ids[i]] = {op: {k: [float(v.sum()), len(v)] for k, v in found.items()}
+                                  for op, found in future.result().items()}
+                if args.chunks:
+                    save_chunk(args.chunks, key, ids[i], stored[ids[i]])
+                print(f"{name} {method}: chunk at {i} done ({sum(c in stored for c in ids.values())} of {len(ids)})",
+                      file=sys.stderr, flush=True)
+            for c in ids.values():
+                for op, found in stored[c].items():
+                    for k, (total, n) in found.items():
+                        drops[op].setdefault(k, []).append(np.array([total, n]))
             seconds = round(time.perf_counter() - start, 1)
             for op in OPERATORS:
-                mean = {k: float(np.concatenate(v).mean()) for k, v in drops[op].items()}
+                mean = {k: float(sum(t for t, _ in v) / sum(n for _, n in v)) for k, v in drops[op].items()}
                 rows.append({"model": name, "method": method, "operator": op, "faces": len(faces),
                              "date": datetime.date.today().isoformat(),
                              "seconds": seconds, "drop_salient": mean["salient"], "drop_random": mean["random"],

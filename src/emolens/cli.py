@@ -12,8 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from emolens.cli_video import DeviceOption
-from emolens.faces import DetectorName
+from emolens.cli_options import DetectorOption, DeviceOption, MaxPixelsOption, ModelOption, face_analyzer, fail
 from emolens.media import DEFAULT_MAX_PIXELS
 
 # Plain click help (rich_markup_mode=None): wraps cleanly at 80 columns, no "<bool>" metavars or cut defaults.
@@ -42,24 +41,6 @@ def main_options(
     """Emotion recognition from faces and voices."""
 
 
-#: ``--model`` of every command that classifies faces.
-ModelOption = Annotated[str, typer.Option(
-    "--model", help="Face model: default (fast), accurate, or an .onnx file.", show_default=True)]
-
-
-def fail(message: str, code: int = 2) -> None:
-    """Print ``message`` to stderr and exit with ``code``."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-#: ``--detector`` of every command that finds faces.
-DetectorOption = Annotated[DetectorName, typer.Option(help="Face detector.")]
-#: ``--max-pixels`` of the commands that read photos.
-MaxPixelsOption = Annotated[int, typer.Option(
-    help="Refuse photos whose header declares more pixels (width x height) than this, before decoding.", min=1)]
-
-
 @app.command()
 def image(
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders (walked recursively).")],
@@ -80,17 +61,14 @@ def image(
     entry and the others are still analysed. Exit code: 0 when every input was analysed, 1 when
     any input failed, 2 for a usage error.
     """
-    from emolens.api import FaceAnalyzer, ImageResult
+    from emolens.api import ImageResult
     from emolens.media import MediaError, iter_image_paths, load_image
     from emolens.outputs import annotate_image, faces_table, unique_stem, write_json
 
     files = iter_image_paths(paths)
     if not files:
         fail("no image files found in the given paths")
-    try:
-        analyzer = FaceAnalyzer(detector, model, min_score=min_score, max_pixels=max_pixels, device=device)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        fail(str(exc))
+    analyzer = face_analyzer(detector, model, min_score=min_score, max_pixels=max_pixels, device=device)
     results, used = [], set()
     for path in files:
         try:

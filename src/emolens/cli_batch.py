@@ -7,29 +7,25 @@ from typing import Annotated, Optional
 
 import typer
 
-from emolens.cli_video import (
+from emolens.cli_options import (
     Alpha,
     Bars,
     ClassifyEvery,
     DetectEvery,
-    Detector,
+    DetectorOption,
     DeviceOption,
     Every,
     Fps,
     MaxFrames,
     MaxVideoPixels,
     MinScore,
-    Model,
+    ModelOption,
     Smooth,
     SmoothWindow,
     _check_every_fps,
+    fail,
 )
 from emolens.media import DEFAULT_MAX_PIXELS, DEFAULT_MAX_VIDEO_PIXELS
-
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer) -> None:
@@ -53,12 +49,12 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
         detect_every: DetectEvery = 2,
         classify_every: ClassifyEvery = 2,
         max_frames: MaxFrames = None,
-        detector: Detector = "yunet",
+        detector: DetectorOption = "yunet",
         min_score: MinScore = 0.6,
         smooth: Smooth = "ema",
         alpha: Alpha = 0.5,
         window: SmoothWindow = 5,
-        model: Model = "default",
+        model: ModelOption = "default",
         modality: Annotated[str, typer.Option(help="Videos: face, voice or both (voice fused in during "
                                                    "speech).")] = "both",
         annotate: Annotated[bool, typer.Option(help="Write annotated videos and photos.")] = True,
@@ -89,26 +85,26 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
 
         _check_every_fps(ctx, fps)
         if engine not in ("local", "ray"):
-            _fail(f"unknown --engine {engine!r} (local, ray)")
+            fail(f"unknown --engine {engine!r} (local, ray)")
         if address and engine != "ray":
-            _fail("--address needs --engine ray")
+            fail("--address needs --engine ray")
         if engine == "ray" and not ray_available():
-            _fail("--engine ray needs Ray: pip install 'emolens[ray]'")
+            fail("--engine ray needs Ray: pip install 'emolens[ray]'")
         if vad not in ("auto", "silero", "energy", "none"):
-            _fail(f"unknown --vad {vad!r} (auto, silero, energy, none)")
+            fail(f"unknown --vad {vad!r} (auto, silero, energy, none)")
         if parquet:
             try:
                 import pyarrow  # noqa: F401
             except ImportError:
-                _fail("the Parquet datasets need pyarrow: pip install 'emolens[parquet]' (or use --no-parquet)")
+                fail("the Parquet datasets need pyarrow: pip install 'emolens[parquet]' (or use --no-parquet)")
         if out.exists() and not out.is_dir():
-            _fail(f"--out {out} exists and is not a folder")
+            fail(f"--out {out} exists and is not a folder")
         try:
             inputs = discover_inputs(paths, exclude=out, warn=lambda m: typer.echo(f"warning: {m}", err=True))
         except (ValueError, OSError) as exc:
-            _fail(str(exc))
+            fail(str(exc))
         if not inputs:
-            _fail("no inputs found in the given paths")
+            fail("no inputs found in the given paths")
         video = {"every": every, "fps": fps, "detect_every": detect_every, "classify_every": classify_every,
                  "max_frames": max_frames, "detector": detector, "min_score": min_score, "smooth": smooth,
                  "alpha": alpha, "window": window, "modality": modality, "max_video_pixels": max_video_pixels}
@@ -118,11 +114,11 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
             report = run_batch(inputs, out, settings, engine=engine, workers=workers, address=address, redo=redo,
                                progress=progress)
         except (ValueError, FileNotFoundError) as exc:
-            _fail(str(exc))
+            fail(str(exc))
         except (ConnectionError, RuntimeError) as exc:  # e.g. no Ray cluster at --address
-            _fail(f"{engine} engine: {exc}", 1)
+            fail(f"{engine} engine: {exc}", 1)
         except OSError as exc:  # the output folder cannot be written
-            _fail(str(exc), 1)
+            fail(str(exc), 1)
         for note in report.notes:
             typer.echo(f"note: {note}", err=True)
         typer.echo(results_table(report))

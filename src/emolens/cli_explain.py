@@ -7,19 +7,12 @@ from typing import TYPE_CHECKING, Annotated, Literal, Optional
 
 import typer
 
-from emolens.cli_video import DeviceOption
-from emolens.faces import DetectorName
+from emolens.cli_options import DetectorOption, DeviceOption, ModelOption, face_analyzer, fail
 from emolens.media import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 
 if TYPE_CHECKING:
     from emolens.api import FaceAnalyzer
     from emolens.explain_sink import ExplainSink
-
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
 
 Method = Literal["occlusion", "gradcam", "both"]
 
@@ -35,8 +28,8 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
         method: Annotated[Method, typer.Option(
             help="Heat map: occlusion (grey patches), gradcam (conv stage 2) or both.")] = "both",
         every: Annotated[int, typer.Option(help="Videos: explain every N-th frame.", min=1)] = 10,
-        model: Annotated[str, typer.Option(help="Face model: default (fast), accurate, or an .onnx file.")] = "default",
-        detector: Annotated[DetectorName, typer.Option(help="Face detector.")] = "yunet",
+        model: ModelOption = "default",
+        detector: DetectorOption = "yunet",
         min_score: Annotated[float, typer.Option(help="Minimum face-detection confidence.", min=0.0, max=1.0)] = 0.6,
         patch: Annotated[int, typer.Option(help="Side of the grey occluding patch (aligned-face pixels).", min=1)] = 8,
         stride: Annotated[int, typer.Option(help="Step between patches (<= --patch).", min=1)] = 4,
@@ -54,34 +47,30 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
         masked). A file that cannot be read gets an ``error`` entry and the others still run. Exit
         code: 0 when every input was analysed, 1 when any input failed, 2 for a usage error.
         """
-        from emolens.api import FaceAnalyzer
         from emolens.explain_sink import ExplainSink
         from emolens.explanations import explain_block, explain_faces, regions_table
         from emolens.media import VIDEO_SUFFIXES, MediaError, iter_image_paths, load_image
         from emolens.outputs import unique_stem, write_json
 
         if stride > patch:
-            _fail(f"--stride {stride} must not exceed --patch {patch}")
+            fail(f"--stride {stride} must not exceed --patch {patch}")
         files = []
         for p in paths:  # folders: their photos and videos; files: as given
             files += iter_image_paths([p]) if not p.is_dir() else sorted(
                 f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in (IMAGE_SUFFIXES | VIDEO_SUFFIXES))
         if not files:
-            _fail("no image or video files found in the given paths")
-        try:
-            analyzer = FaceAnalyzer(detector, model, min_score=min_score, max_pixels=max_pixels, device=device)
-        except (ValueError, FileNotFoundError, RuntimeError) as exc:
-            _fail(str(exc))
+            fail("no image or video files found in the given paths")
+        analyzer = face_analyzer(detector, model, min_score=min_score, max_pixels=max_pixels, device=device)
         net = analyzer.model
         if patch > net.spec.frame:
-            _fail(f"--patch {patch} exceeds the model's face size {net.spec.frame}")
+            fail(f"--patch {patch} exceeds the model's face size {net.spec.frame}")
         if method != "occlusion" and explain_block(net) is None:
-            _fail(f"{net.path}: this model has no Grad-CAM outputs (use --method occlusion, or add them with "
-                  "python -m emolens.train.face_explain_export)")
+            fail(f"{net.path}: this model has no Grad-CAM outputs (use --method occlusion, or add them with "
+                 "python -m emolens.train.face_explain_export)")
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            _fail(f"{out}: cannot create the output folder ({exc.strerror})")
+            fail(f"{out}: cannot create the output folder ({exc.strerror})")
         results: list[dict] = []
         used: set[str] = set()
         n_faces = 0

@@ -9,8 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from emolens.cli_video import DeviceOption
-from emolens.faces import DetectorName
+from emolens.cli_options import DetectorOption, DeviceOption, ModelOption, fail
 from emolens.media import DEFAULT_MAX_PIXELS, DEFAULT_MAX_VIDEO_PIXELS
 
 
@@ -39,9 +38,9 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
             min=1)] = DEFAULT_MAX_VIDEO_PIXELS,
         workers: Annotated[int, typer.Option(help="Threads analysing photos and live frames at once "
                                                   "(0: min(4, CPUs)).", min=0)] = 0,
-        detector: Annotated[DetectorName, typer.Option(help="Face detector.")] = "yunet",
+        detector: DetectorOption = "yunet",
         min_score: Annotated[float, typer.Option(help="Minimum face-detection confidence.", min=0.0, max=1.0)] = 0.6,
-        model: Annotated[str, typer.Option(help="Face model: default (fast), accurate, or an .onnx file.")] = "default",
+        model: ModelOption = "default",
         log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
         allowed_hosts: Annotated[Optional[list[str]], typer.Option(
             help="Host names the server answers to (repeat or comma-separate; '*': any). Other Host headers "
@@ -68,15 +67,13 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
             from emolens.server import ServerConfig
             from emolens.server import serve as run
         except ImportError as exc:
-            typer.echo(f"error: the server needs its extra: pip install 'emolens[server]' ({exc})", err=True)
-            raise typer.Exit(2) from None
+            fail(f"the server needs its extra: pip install 'emolens[server]' ({exc})")
         from emolens.expression import resolve_model
 
         try:
             resolve_model(model)
         except ValueError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
+            fail(str(exc))
         tokens = _names(token) or _names([os.environ.get("EMOLENS_TOKEN", "")])
         config = ServerConfig(detector=detector, min_score=min_score, model=model, device=device,
                               max_video_bytes=int(max_upload_mb * 1e6), max_image_bytes=int(max_image_mb * 1e6),
@@ -92,8 +89,7 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
         try:
             config.jobs_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            typer.echo(f"error: cannot use --jobs-dir {config.jobs_dir}: {exc}", err=True)
-            raise typer.Exit(2) from None
+            fail(f"cannot use --jobs-dir {config.jobs_dir}: {exc}")
         typer.echo(f"emolens: http://{host}:{port}/ (API docs at /docs); jobs in {config.jobs_dir}; "
                    f"allowed hosts: {', '.join(config.hosts())}; access token: {'on' if tokens else 'off'}",
                    err=True)

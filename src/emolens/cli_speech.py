@@ -17,12 +17,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from emolens.cli_video import DeviceOption
-
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
+from emolens.cli_options import DeviceOption, fail
 
 
 def _audio_table(results: list, timeline: bool) -> str:
@@ -64,12 +59,12 @@ def audio(
 
     files = iter_audio_paths(paths)
     if not files:
-        _fail("no audio or video files found in the given paths")
+        fail("no audio or video files found in the given paths")
     try:
         analyzer = AudioAnalyzer(model, vad=vad, threads=threads or None, threshold=threshold,
                                  max_segment_s=max_segment, device=device)
     except (ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     results = []
     for path in files:
         try:
@@ -98,14 +93,14 @@ def _protocol(data: Path, protocol: str, corpora: str, copies: int, norm: str, h
     try:
         from emolens.train.speech_multi import MultiConfig, confusions, run_protocol, save_json, strip_logits, table
     except ImportError as exc:
-        _fail(f"the generalisation protocols train models and need PyTorch: pip install 'emolens[train]' ({exc})")
+        fail(f"the generalisation protocols train models and need PyTorch: pip install 'emolens[train]' ({exc})")
     cfg = MultiConfig(copies=copies, norm=norm, hidden=hidden, epochs=epochs, prior=8.0 if norm == "online" else 0.0,
                       encoder=encoder)
     chosen = [c.strip() for c in corpora.split(",") if c.strip()] or None
     try:
         result = run_protocol(data, protocol, cfg, drop, chosen)
     except (ValueError, FileNotFoundError, KeyError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(table(result))
     typer.echo("")
     typer.echo(confusions(result))
@@ -144,9 +139,9 @@ def evaluate_speech(
 
     if protocol != "model":
         if protocol not in ("speakers", "corpora"):
-            _fail(f"unknown protocol {protocol!r} (model, speakers, corpora)")
+            fail(f"unknown protocol {protocol!r} (model, speakers, corpora)")
         if not data.is_dir():
-            _fail(f"{data}: not a folder")
+            fail(f"{data}: not a folder")
         _protocol(data, protocol, corpora, copies, norm, hidden, epochs, drop, json_out, encoder)
         return
 
@@ -156,12 +151,12 @@ def evaluate_speech(
     from emolens.voice import SpeechEmotionModel, load_speech_data
 
     if not data.exists():
-        _fail(f"{data}: not found")
+        fail(f"{data}: not found")
     try:
         dataset = load_speech_data(data)
         net = SpeechEmotionModel(model, device=device)
     except (ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if speakers == "heldout":
         chosen = net.meta.get("held_out_speakers") or []
         if not chosen:
@@ -173,7 +168,7 @@ def evaluate_speech(
     if chosen:
         dataset = dataset.subset(np.isin(dataset.speakers, chosen))
         if len(dataset) == 0:
-            _fail(f"no files from speakers {','.join(chosen)} in {data}")
+            fail(f"no files from speakers {','.join(chosen)} in {data}")
     probs, errors = [], 0
     for item in dataset.items:  # functionals models: per-speaker statistics accumulated online, in file order
         path = item.path
@@ -186,7 +181,7 @@ def evaluate_speech(
     probs_arr = np.asarray(probs)
     ok = ~np.isnan(probs_arr).any(axis=1)
     if not ok.any():
-        _fail("no file could be decoded")
+        fail("no file could be decoded")
     label_index = [net.labels.index(c) for c in dataset.classes]
     pred = probs_arr[ok][:, label_index].argmax(1)
     report = classification_report(dataset.labels[ok], pred, dataset.classes)
@@ -241,14 +236,14 @@ def train_speech_cmd(
             from emolens.train.speech_multi import MultiConfig, table
             from emolens.train.speech_multi import train_final as train_functionals
         except ImportError as exc:
-            _fail(f"training needs PyTorch: pip install 'emolens[train]' ({exc})")
+            fail(f"training needs PyTorch: pip install 'emolens[train]' ({exc})")
         cfg = MultiConfig(copies=copies, norm=norm, hidden=hidden, epochs=epochs if epochs != 45 else 150,
                           seed=seed, threads=threads, prior=prior if norm == "online" else 0.0, encoder=encoder)
         protocols = ("corpora", "speakers") if cv else ("corpora",)
         try:
             res = train_functionals(data, out, cfg, drop=drop, protocols=protocols)
         except (ValueError, FileNotFoundError) as exc:
-            _fail(str(exc))
+            fail(str(exc))
         for proto in protocols:
             typer.echo(f"\n{proto}:\n" + table(res[proto]))
         typer.echo(f"wrote {out}/speech_emotion.onnx (+ .json, corpora.json{', speakers.json' if cv else ''})")
@@ -256,16 +251,16 @@ def train_speech_cmd(
     try:
         from emolens.train.speech import SpeechTrainConfig, train_speech
     except ImportError as exc:
-        _fail(f"training needs PyTorch: pip install 'emolens[train]' ({exc})")
+        fail(f"training needs PyTorch: pip install 'emolens[train]' ({exc})")
     if not data.exists():
-        _fail(f"{data}: not found")
+        fail(f"{data}: not found")
     cfg = SpeechTrainConfig(data=str(data), out=str(out), model=model, folds=folds, cv=cv, baseline=baseline,
                             final=final, holdout=holdout, epochs=epochs, batch_size=batch_size, lr=lr, mixup=mixup,
                             threads=threads, seed=seed, max_files=max_files)
     try:
         train_speech(cfg)
     except (ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer) -> None:

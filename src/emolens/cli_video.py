@@ -7,65 +7,25 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from emolens.device import Device
-from emolens.faces import DetectorName
+from emolens.cli_options import (
+    Alpha,
+    Bars,
+    ClassifyEvery,
+    DetectEvery,
+    DetectorOption,
+    DeviceOption,
+    Every,
+    Fps,
+    MaxFrames,
+    MaxVideoPixels,
+    MinScore,
+    ModelOption,
+    Smooth,
+    SmoothWindow,
+    _check_every_fps,
+    fail,
+)
 from emolens.media import DEFAULT_MAX_VIDEO_PIXELS
-
-Every = Annotated[int, typer.Option(help="Analyse every N-th frame.", min=1)]
-
-
-def _positive(value: Optional[float]) -> Optional[float]:
-    if value is not None and value <= 0:
-        raise typer.BadParameter(f"{value} is not > 0")
-    return value
-
-
-def _check_every_fps(ctx: typer.Context, fps: Optional[float]) -> None:
-    """Usage error when ``--every`` is given together with ``--fps`` (they are two ways to sample)."""
-    source = ctx.get_parameter_source("every")  # typer may vendor click: compare the enum by name
-    if fps is not None and source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
-        raise typer.BadParameter("use either --every or --fps, not both", ctx=ctx, param_hint="'--every'")
-
-
-Fps = Annotated[Optional[float], typer.Option("--fps", help="Analyse at most F frames per second (not with --every).",
-                                              callback=_positive)]
-DetectEvery = Annotated[int, typer.Option(help="Detect faces every N analysed frames; the tracker carries boxes "
-                                               "between (their crops are re-classified).", min=1)]
-ClassifyEvery = Annotated[int, typer.Option(help="Classify each tracked face every N analysed frames (new faces "
-                                                   "at once); between, a track keeps its last probabilities.", min=1)]
-MaxFrames = Annotated[Optional[int], typer.Option(help="Stop after this many analysed frames.", min=1)]
-Detector = Annotated[DetectorName, typer.Option(help="Face detector.")]
-MaxVideoPixels = Annotated[int, typer.Option(help="Refuse videos whose frames are larger than this (width x height; "
-                                                  "default 8K = 7680x4320), from the stream's metadata.", min=1)]
-MinScore = Annotated[float, typer.Option(help="Minimum detection confidence for a new track.", min=0.0, max=1.0)]
-Smooth = Annotated[str, typer.Option(help="Per-track smoothing of probabilities: ema, window or none.")]
-Alpha = Annotated[float, typer.Option(help="EMA weight of the newest frame (--smooth ema).", min=0.0, max=1.0)]
-SmoothWindow = Annotated[int, typer.Option("--smooth-window", help="Frames averaged (--smooth window).", min=1)]
-Bars = Annotated[bool, typer.Option(help="Draw each face's probability bars (--no-bars: box and label only).")]
-Model = Annotated[str, typer.Option(help="Face model: default (fast), accurate, or an .onnx file.")]
-
-
-def _usable_device(device: str) -> str:
-    """Usage error (exit 2) when the device cannot be used here, before any work starts."""
-    from emolens.device import DeviceError, providers_for
-
-    try:
-        providers_for(device)
-    except DeviceError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    return device
-
-
-#: ``--device`` of every command that runs models.
-DeviceOption = Annotated[Device, typer.Option(
-    "--device", callback=_usable_device,
-    help="Where the models run: cpu, cuda (needs onnxruntime-gpu and a CUDA GPU) or auto (CUDA when "
-         "available, else CPU).")]
-
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 def _analyzer(model: str, **options: Any):  # noqa: ANN202
@@ -75,7 +35,7 @@ def _analyzer(model: str, **options: Any):  # noqa: ANN202
         opts = VideoOptions(**options)
         return VideoAnalyzer(opts, model)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def _unique_stem(source: str, used: set[str]) -> str:
@@ -99,13 +59,13 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
         detect_every: DetectEvery = 2,
         classify_every: ClassifyEvery = 2,
         max_frames: MaxFrames = None,
-        detector: Detector = "yunet",
+        detector: DetectorOption = "yunet",
         min_score: MinScore = 0.6,
         smooth: Smooth = "ema",
         alpha: Alpha = 0.5,
         window: SmoothWindow = 5,
         window_alias: Annotated[Optional[int], typer.Option("--window", hidden=True, min=1)] = None,
-        model: Model = "default",
+        model: ModelOption = "default",
         annotate: Annotated[bool, typer.Option(help="Write OUT/<stem>.annotated.mp4.")] = True,
         bars: Bars = True,
         fmt: Annotated[str, typer.Option("--format", help="csv, or parquet (adds OUT/<stem>.frames.parquet, "
@@ -127,17 +87,17 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
         _check_every_fps(ctx, fps)
         window = window_alias or window
         if fmt not in ("csv", "parquet"):
-            _fail(f"unknown --format {fmt!r} (csv, parquet)")
+            fail(f"unknown --format {fmt!r} (csv, parquet)")
         if fmt == "parquet":
             from emolens.sinks import require_pyarrow
 
             try:
                 require_pyarrow()
             except RuntimeError as exc:
-                _fail(str(exc))
+                fail(str(exc))
         inputs = iter_video_inputs(paths)
         if not inputs:
-            _fail("no video inputs found in the given paths")
+            fail("no video inputs found in the given paths")
         analyzer = _analyzer(model, every=every, fps=fps, detect_every=detect_every, classify_every=classify_every,
                              max_frames=max_frames,
                              detector=detector, min_score=min_score, smooth=smooth, alpha=alpha, window=window,
@@ -194,12 +154,12 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
         detect_every: DetectEvery = 2,
         classify_every: ClassifyEvery = 2,
         max_frames: MaxFrames = None,
-        detector: Detector = "yunet",
+        detector: DetectorOption = "yunet",
         min_score: MinScore = 0.6,
         smooth: Smooth = "ema",
         alpha: Alpha = 0.5,
         window_frames: SmoothWindow = 5,
-        model: Model = "default",
+        model: ModelOption = "default",
         bars: Bars = True,
         max_video_pixels: MaxVideoPixels = DEFAULT_MAX_VIDEO_PIXELS,
         device: DeviceOption = "cpu",
@@ -225,7 +185,7 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
             result = run_live(source, csv_path=csv, window=window, host=host, port=port, realtime=realtime,
                               on_ready=ready, analyzer=analyzer, bars=bars)
         except (MediaError, OSError, ValueError, RuntimeError) as exc:
-            _fail(str(exc), 1)
+            fail(str(exc), 1)
         typer.echo(f"stopped ({result['stopped']}): {result['frames']} frames, {result['fps']} FPS", err=True)
         if csv:
             typer.echo(f"wrote {csv}", err=True)
