@@ -114,6 +114,26 @@ def test_masked_training_on_a_tiny_subset(corpora) -> None:
     assert torch.all(z.grad[0, ~torch.from_numpy(mask[i])] == 0)
 
 
+def test_seed_ensemble_merges_into_one_mlp_with_averaged_logits(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    import onnxruntime as ort
+
+    from emolens.train.speech_multi import MLP, export_onnx, logits_of, merge
+
+    torch.manual_seed(0)
+    nets = [MLP(20, 8, 16, 0.3).eval() for _ in range(3)]
+    merged = merge(nets)
+    x = np.random.default_rng(0).normal(size=(5, 20)).astype(np.float32)
+    mean = np.mean([logits_of(n, x) for n in nets], axis=0)
+    assert np.allclose(logits_of(merged, x), mean, atol=1e-5)
+    assert not np.allclose(logits_of(nets[0], x), mean, atol=1e-3)  # the members differ
+    export_onnx(merged, tmp_path / "m.onnx", temperature=2.0)  # the merged net exports like any MLP
+    probs = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"features": x})[0]
+    want = np.exp(mean / 2.0) / np.exp(mean / 2.0).sum(1, keepdims=True)
+    assert np.allclose(probs, want, atol=1e-5)
+
+
 def test_balanced_weights_give_every_corpus_the_same_total(corpora) -> None:
     pytest.importorskip("torch")
     from emolens.train.speech_multi import balanced_weights

@@ -88,14 +88,14 @@ def audio(
 
 
 def _protocol(data: Path, protocol: str, corpora: str, copies: int, norm: str, hidden: int, epochs: int,
-              drop: str, json_out: Optional[Path], encoder: bool = True) -> None:
+              drop: str, json_out: Optional[Path], encoder: bool = True, seeds: int = 1) -> None:
     """``evaluate speech --protocol speakers|corpora``."""
     try:
         from emolens.train.speech_multi import MultiConfig, confusions, run_protocol, save_json, strip_logits, table
     except ImportError as exc:
         fail(f"the generalisation protocols train models and need PyTorch: pip install 'emolens[train]' ({exc})")
     cfg = MultiConfig(copies=copies, norm=norm, hidden=hidden, epochs=epochs, prior=8.0 if norm == "online" else 0.0,
-                      encoder=encoder)
+                      encoder=encoder, seeds=seeds)
     chosen = [c.strip() for c in corpora.split(",") if c.strip()] or None
     try:
         result = run_protocol(data, protocol, cfg, drop, chosen)
@@ -125,6 +125,8 @@ def evaluate_speech(
     = "",
     encoder: Annotated[bool, typer.Option(help="--protocol: add the speaker-encoder embeddings to the functionals.")]
     = True,
+    seeds: Annotated[int, typer.Option(help="--protocol: networks per model (seeds merged, logits averaged).",
+                                       min=1)] = 1,
     model: Annotated[Optional[Path], typer.Option(help="ONNX model (default: the shipped one).")] = None,
     speakers: Annotated[str, typer.Option(help="Speakers to evaluate: 'heldout' (the model's held-out speakers, "
                                                "from its JSON), 'all', or a list like 23,24.")] = "heldout",
@@ -142,7 +144,7 @@ def evaluate_speech(
             fail(f"unknown protocol {protocol!r} (model, speakers, corpora)")
         if not data.is_dir():
             fail(f"{data}: not a folder")
-        _protocol(data, protocol, corpora, copies, norm, hidden, epochs, drop, json_out, encoder)
+        _protocol(data, protocol, corpora, copies, norm, hidden, epochs, drop, json_out, encoder, seeds)
         return
 
     from emolens.media import MediaError, load_audio
@@ -215,6 +217,8 @@ def train_speech_cmd(
     = "",
     encoder: Annotated[bool, typer.Option(help="functionals: add the speaker-encoder embeddings (GE2E, shipped "
                                                "as models/speech_encoder.onnx).")] = True,
+    seeds: Annotated[int, typer.Option(help="functionals: networks trained with seeds --seed, --seed+1, ... and "
+                                            "merged into one model (logits averaged).", min=1)] = 1,
     folds: Annotated[int, typer.Option(help="Speaker-independent cross-validation folds.")] = 6,
     cv: Annotated[bool, typer.Option(help="Run the cross-validation.")] = True,
     baseline: Annotated[bool, typer.Option(help="Also cross-validate the MFCC + 1D-CNN baseline.")] = True,
@@ -238,7 +242,8 @@ def train_speech_cmd(
         except ImportError as exc:
             fail(f"training needs PyTorch: pip install 'emolens[train]' ({exc})")
         cfg = MultiConfig(copies=copies, norm=norm, hidden=hidden, epochs=epochs if epochs != 45 else 150,
-                          seed=seed, threads=threads, prior=prior if norm == "online" else 0.0, encoder=encoder)
+                          seed=seed, threads=threads, prior=prior if norm == "online" else 0.0, encoder=encoder,
+                          seeds=seeds)
         protocols = ("corpora", "speakers") if cv else ("corpora",)
         try:
             res = train_functionals(data, out, cfg, drop=drop, protocols=protocols)

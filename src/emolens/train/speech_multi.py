@@ -24,7 +24,7 @@ Both report accuracy, UAR (balanced accuracy = mean recall), macro-F1 and confus
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +57,7 @@ class MultiConfig:
     seed: int = 0
     threads: int = 1
     encoder: bool = False  # add the speaker-encoder embeddings (emolens.voice.encoder) to the functionals
+    seeds: int = 1  # networks trained with seeds seed, seed+1, ... and merged into one (logits averaged)
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -161,8 +162,32 @@ def masked_log_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
     return F.log_softmax(logits.masked_fill(~mask, float("-inf")), dim=1)
 
 
+def merge(nets: list[MLP]) -> MLP:
+    """One MLP equal to the average of the logits of ``nets`` (same shapes, one hidden layer): the
+    hidden layers side by side, the output layer's weights concatenated and divided by their number."""
+    first = [m for m in nets[0].net if isinstance(m, nn.Linear)]
+    if len(nets) == 1 or len(first) != 2:
+        if len(nets) > 1:
+            raise ValueError("only MLPs with one hidden layer can be merged")
+        return nets[0]
+    d, h, k = first[0].in_features, first[0].out_features, first[1].out_features
+    out = MLP(d, k, h * len(nets), 0.0)
+    hid, head = [m for m in out.net if isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        for i, net in enumerate(nets):
+            a, b = [m for m in net.net if isinstance(m, nn.Linear)]
+            hid.weight[i * h:(i + 1) * h] = a.weight
+            hid.bias[i * h:(i + 1) * h] = a.bias
+            head.weight[:, i * h:(i + 1) * h] = b.weight / len(nets)
+        head.bias.copy_(torch.stack([[m for m in n.net if isinstance(m, nn.Linear)][1].bias for n in nets]).mean(0))
+    return out.eval()
+
+
 def fit(x: np.ndarray, y: np.ndarray, mask: np.ndarray, weights: np.ndarray, cfg: MultiConfig) -> MLP:
-    """Train the MLP full-batch with AdamW on normalised features (masked, weighted CE)."""
+    """Train the MLP full-batch with AdamW on normalised features (masked, weighted CE); with
+    ``cfg.seeds`` > 1, one per seed, merged (:func:`merge`)."""
+    if cfg.seeds > 1:
+        return merge([fit(x, y, mask, weights, replace(cfg, seed=cfg.seed + i, seeds=1)) for i in range(cfg.seeds)])
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     k = mask.shape[1]
