@@ -119,6 +119,23 @@ def test_usage_errors(tmp_path: Path, media: Path) -> None:
     assert proc.returncode == 2 and "no inputs found" in proc.stderr
 
 
+def test_one_run_per_output_folder(tmp_path: Path, media: Path) -> None:
+    """A second run into a folder that a running batch holds stops at once (exit 2, who holds it);
+    once the first is gone the folder is free again (a killed run frees it too: the resume tests)."""
+    from emolens.batch.lock import LOCK_FILE, folder_lock
+
+    photo, out = str(media / "photos/portrait_happy.png"), tmp_path / "o"
+    out.mkdir()
+    with folder_lock(out):
+        proc = cli(photo, "--out", str(out), "--no-progress")
+        assert proc.returncode == 2, proc.stderr
+        assert f"in use by another emolens batch run (pid {os.getpid()} on" in proc.stderr
+        assert "Traceback" not in proc.stderr and not (out / "manifest.csv").exists()
+    proc = cli(photo, "--out", str(out), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "manifest.csv").is_file() and (out / LOCK_FILE).read_text() == ""
+
+
 def test_cuda_without_a_gpu_is_a_usage_error(tmp_path: Path, media: Path) -> None:
     """--device cuda where onnxruntime has no CUDA provider: the message of every command, exit 2, before any
     worker starts or the output folder is made; the library and the workers refuse it the same way."""

@@ -44,6 +44,8 @@ from pathlib import Path
 from emolens.batch.engines import ENGINES, local_results, ray_available, ray_results
 from emolens.batch.inputs import KINDS, discover_inputs, input_kind, plan_jobs, read_input_list
 from emolens.batch.jobs import BatchSettings, Job, JobResult, now
+from emolens.batch.lock import FolderBusy as FolderBusy
+from emolens.batch.lock import folder_lock
 from emolens.batch.manifest import MANIFEST, MANIFEST_COLUMNS, Manifest
 from emolens.batch.worker import BatchWorker
 
@@ -111,9 +113,8 @@ def run_batch(
     ``progress``: one tqdm bar (inputs done, frames/s). Ctrl-C stops the run: the report has
     ``interrupted`` set and the manifest keeps every finished input. Raises ``ValueError`` for bad
     settings (:class:`~emolens.device.DeviceError` for a device this machine cannot use) before any
-    input starts."""
-    from tqdm import tqdm
-
+    input starts, and :class:`FolderBusy` (a ``ValueError``) when another run is writing into
+    ``out_dir``."""
     from emolens.device import check_device, providers_for
     from emolens.expression import resolve_model
 
@@ -137,6 +138,15 @@ def run_batch(
         settings.model = os.path.abspath(settings.model)
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out):
+        return _run_locked(inputs, out, settings, engine, workers, address, redo, progress)
+
+
+def _run_locked(inputs: Sequence[str], out: Path, settings: BatchSettings, engine: str, workers: int | None,
+                address: str | None, redo: bool, progress: bool) -> BatchReport:
+    """:func:`run_batch` once the output folder's lock is held."""
+    from tqdm import tqdm
+
     manifest = Manifest(out)
     notes: list[str] = []
     note = None if redo else _settings_note(out, settings)
