@@ -203,7 +203,9 @@ def test_resume_after_interruption(media: Path, tmp_path: Path, sig: signal.Sign
     args = [sys.executable, "-m", "emolens.cli", "batch", str(folder), "--out", str(out), "--workers", "1",
             "--modality", "face", "--fps", "10", "--max-frames", "20", "--no-progress"]
     # a new session, as a terminal's Ctrl-C (or a crash) hits the whole process group
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # SIGINT as in a terminal even when this test runs in a background job (which starts with SIGINT ignored)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         _wait_for(lambda: any(r["status"] == "ok" for r in manifest(out).values()), 120, "the first finished input")
         os.killpg(proc.pid, sig)
