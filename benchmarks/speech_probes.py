@@ -1,0 +1,141 @@
+"""Leave-one-corpus-out probes of the voice recipe: what moves URDU and TurEV, and at what cost.
+
+Each probe changes one thing in the shipped recipe (``emolens train speech --model functionals
+--copies 2 --norm online --encoder``: per-speaker normalisation with 8 prior pseudo-observations,
+MLP 128, 150 epochs, seed 0) and reruns the leave-one-corpus-out protocol on the cached features
+(``runs/speech_features``; built on first use, about 30 min). None of them is shipped; the model
+card quotes the table.
+
+    OMP_NUM_THREADS=1 python benchmarks/speech_probes.py [--probes NAME ...] [--data ../shared/data]
+
+Writes ``benchmarks/results/speech_probes.{md,json}``.
+
+Probes:
+
+* ``shipped``: the recipe as it is.
+* ``global``: global instead of per-speaker normalisation (``--norm global``).
+* ``both_views``: per-speaker and globally normalised features side by side (2 x 730 inputs).
+* ``same_emotion_history``: as ``both_views``, and a third of the augmented copies are normalised
+  with statistics drawn only from the same speaker's files of the same emotion (a person heard in
+  one mood only, as URDU's speaker ids are).
+* ``prior24``: 24 instead of 8 prior pseudo-observations in the per-speaker statistics.
+* ``wide``: MLP 256 with dropout 0.5.
+* ``smooth``: label smoothing 0.2 instead of 0.05.
+* ``copies4``: 4 instead of 2 augmented copies per file (extracts copies 3 and 4 on first use).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import cpu_name  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+RESULTS = REPO / "benchmarks" / "results"
+PROBES = ("shipped", "global", "both_views", "same_emotion_history", "prior24", "wide", "smooth", "copies4")
+
+
+def both_views(base: Callable) -> Callable:
+    """A normaliser giving ``[per-speaker view, global view]`` (``base`` makes the per-speaker one)."""
+    def normalized(feats: np.ndarray, data, cfg, mean: np.ndarray, var: np.ndarray) -> np.ndarray:  # noqa: ANN001
+        z = base(feats, data, cfg, mean, var)
+        g = ((feats - mean) / np.sqrt(var)).astype(np.float32)
+        return np.concatenate([z, g], axis=-1)
+    return normalized
+
+
+def same_emotion_history(share: float = 1 / 3) -> Callable:
+    """A normaliser like :func:`emolens.train.speech_multi.normalized` (online mode) where a
+    ``share`` of the augmented items take their history only from same-emotion files of their
+    speaker; returns both views (:func:`both_views`)."""
+    from emolens.train.speech_multi import group_normalize
+    from emolens.voice.model import shrunk_stats
+
+    def online(f: np.ndarray, data, mean: np.ndarray, var: np.ndarray, prior: float,  # noqa: ANN001
+               rng: np.random.Generator, sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 0)) -> np.ndarray:
+        out = np.empty_like(f, dtype=np.float32)
+        x64 = f.astype(np.float64)
+        for g in np.unique(data.speakers):
+            idx = np.flatnonzero(data.speakers == g)
+            for i in idx:
+                pool = idx[idx != i]
+                if rng.random() < share:
+                    pool = pool[data.labels[pool] == data.labels[i]]
+                n = min(int(rng.choice(sizes)) or len(pool) + 1, len(pool) + 1)
+                others = rng.choice(pool, size=n - 1, replace=False) if n > 1 else np.zeros(0, dtype=int)
+                sub = x64[np.concatenate([[i], others])]
+                m, sd = shrunk_stats(len(sub), sub.sum(0), (sub * sub).sum(0), mean, var, prior)
+                out[i] = ((x64[i] - m) / sd).astype(np.float32)
+        return out
+
+    def speaker_view(feats: np.ndarray, data, cfg, mean: np.ndarray, var: np.ndarray) -> np.ndarray:  # noqa: ANN001
+        rng = np.random.default_rng(cfg.seed + 17)
+        return np.stack([group_normalize(f, data.speakers, mean, var, cfg.prior) if c == 0
+                         else online(f, data, mean, var, cfg.prior, rng) for c, f in enumerate(feats)])
+
+    return both_views(speaker_view)
+
+
+def main() -> None:
+    """Run the probes and write the results."""
+    from emolens.train import speech_multi as sm
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--probes", nargs="+", default=list(PROBES), choices=PROBES)
+    ap.add_argument("--out", type=Path, default=RESULTS / "speech_probes.md")
+    args = ap.parse_args()
+
+    shipped = sm.MultiConfig(hidden=128, epochs=150, copies=2, norm="online", prior=8.0, encoder=True, threads=1)
+    configs = {"shipped": shipped, "global": replace(shipped, norm="global", prior=0.0),
+               "both_views": shipped, "same_emotion_history": shipped, "prior24": replace(shipped, prior=24.0),
+               "wide": replace(shipped, hidden=256, dropout=0.5), "smooth": replace(shipped, label_smoothing=0.2),
+               "copies4": replace(shipped, copies=4)}
+    plain = sm.normalized
+    normalisers = {"both_views": both_views(plain), "same_emotion_history": same_emotion_history()}
+    rows = []
+    for name in args.probes:
+        cfg = configs[name]
+        start = time.perf_counter()
+        data, feats, _ = sm.load_features(args.data, cfg)
+        sm.normalized = normalisers.get(name, plain)  # protocol_corpora looks it up at call time
+        try:
+            res = sm.protocol_corpora(data, feats, cfg, log=False)
+        finally:
+            sm.normalized = plain
+        uar = {c: round(float(r["uar"]), 4) for c, r in res["corpora"].items()}
+        rows.append({"probe": name, "uar": uar, "seconds": round(time.perf_counter() - start, 1)})
+        print(name, uar, flush=True)
+    corpora = list(rows[0]["uar"])
+    chance = {c: round(float(r["chance_uar"]), 4) for c, r in res["corpora"].items()}
+    lines = ["# Voice recipe probes: leave-one-corpus-out UAR", "",
+             f"- date: {datetime.date.today().isoformat()}",
+             f"- machine: {cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+             f"- command: `OMP_NUM_THREADS=1 python benchmarks/speech_probes.py {' '.join(sys.argv[1:])}`".rstrip(),
+             "- floor: 2x chance UAR on every corpus (" + ", ".join(f"{c} {2 * chance[c]:.3f}" for c in corpora) + ")",
+             "", "| probe | " + " | ".join(corpora) + " |", "|---|" + "---:|" * len(corpora)]
+    lines += [f"| {r['probe']} | " + " | ".join(f"{r['uar'][c]:.3f}" for c in corpora) + " |" for r in rows]
+    lines += ["", "Probes: see the docstring of `benchmarks/speech_probes.py`. Each row trains 4 models "
+              "(one per held-out corpus), seed 0."]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n")
+    args.out.with_suffix(".json").write_text(json.dumps({"date": datetime.date.today().isoformat(),
+                                                          "chance_uar": chance, "rows": rows}, indent=2))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
