@@ -173,13 +173,13 @@ def merge(nets: list[MLP]) -> MLP:
     d, h, k = first[0].in_features, first[0].out_features, first[1].out_features
     out = MLP(d, k, h * len(nets), 0.0)
     hid, head = [m for m in out.net if isinstance(m, nn.Linear)]
+    members = [[m for m in net.net if isinstance(m, nn.Linear)] for net in nets]
     with torch.no_grad():
-        for i, net in enumerate(nets):
-            a, b = [m for m in net.net if isinstance(m, nn.Linear)]
+        for i, (a, b) in enumerate(members):
             hid.weight[i * h:(i + 1) * h] = a.weight
             hid.bias[i * h:(i + 1) * h] = a.bias
             head.weight[:, i * h:(i + 1) * h] = b.weight / len(nets)
-        head.bias.copy_(torch.stack([[m for m in n.net if isinstance(m, nn.Linear)][1].bias for n in nets]).mean(0))
+        head.bias.copy_(torch.stack([b.bias for _, b in members]).mean(0))
     return out.eval()
 
 
