@@ -22,6 +22,10 @@ Probes:
 * ``wide``: MLP 256 with dropout 0.5.
 * ``smooth``: label smoothing 0.2 instead of 0.05.
 * ``copies4``: 4 instead of 2 augmented copies per file (extracts copies 3 and 4 on first use).
+* ``kws``: the recipe plus a third representation, Google's ``speech_embedding`` (a keyword-spotting
+  encoder over 32 mel bands; its ONNX weights ship inside the Apache-2.0 ``openwakeword`` 0.4.0
+  wheel: ``pip install --no-deps openwakeword==0.4.0``): the mean and standard deviation of its
+  96-value embeddings over 0.76 s windows (80 ms hop), 192 more inputs.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from _common import cpu_name  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "benchmarks" / "results"
-PROBES = ("shipped", "global", "both_views", "same_emotion_history", "prior24", "wide", "smooth", "copies4")
+PROBES = ("shipped", "global", "both_views", "same_emotion_history", "prior24", "wide", "smooth", "copies4", "kws")
 
 
 def both_views(base: Callable) -> Callable:
@@ -89,8 +93,65 @@ def same_emotion_history(share: float = 1 / 3) -> Callable:
     return both_views(speaker_view)
 
 
+def kws_embedder() -> Callable[[np.ndarray], np.ndarray]:
+    """``audio (16 kHz float) -> float32 (192,)``: mean and std of openwakeword's speech embeddings."""
+    import importlib.util
+
+    import onnxruntime as ort
+
+    spec = importlib.util.find_spec("openwakeword")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("the kws probe needs the openwakeword 0.4.0 wheel: pip install --no-deps openwakeword==0.4.0")
+    models = Path(list(spec.submodule_search_locations)[0]) / "resources" / "models"
+    if not (models / "embedding_model.onnx").is_file():
+        sys.exit(f"no embedding_model.onnx under {models}: install openwakeword 0.4.0 (later wheels carry no models)")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    mel_s, emb_s = (ort.InferenceSession(str(models / f), opts, providers=["CPUExecutionProvider"])
+                    for f in ("melspectrogram.onnx", "embedding_model.onnx"))
+
+    def embed(audio: np.ndarray) -> np.ndarray:
+        x = (np.clip(audio, -1, 1) * 32767).astype(np.float32)[None]
+        mel = np.atleast_2d(mel_s.run(None, {"input": x})[0].squeeze()) / 10 + 2  # openwakeword's scaling
+        if len(mel) < 76:
+            mel = np.concatenate([mel, np.repeat(mel[-1:], 76 - len(mel), 0)])
+        batch = np.stack([mel[s: s + 76] for s in range(0, len(mel) - 75, 8)])[..., None].astype(np.float32)
+        e = emb_s.run(None, {"input_1": batch})[0].reshape(len(batch), 96)
+        return np.concatenate([e.mean(0), e.std(0)]).astype(np.float32)
+
+    return embed
+
+
+def with_kws(sm, sf, base):  # noqa: ANN001, ANN201
+    """A config class reading the ``kws`` feature kind too, with the cache and name hooks it needs."""
+    from dataclasses import dataclass
+
+    sf.KINDS.setdefault("kws", "-kws")
+    extractors, names = sf._extractors, sm.feature_names
+
+    def _extractors(kinds: list[str]) -> dict:
+        out = extractors([k for k in kinds if k != "kws"])
+        if "kws" in kinds:
+            out["kws"] = kws_embedder()
+        return out
+
+    @dataclass
+    class KwsConfig(sm.MultiConfig):
+        @property
+        def kinds(self) -> tuple[str, ...]:
+            return (*super().kinds, "kws")
+
+    def feature_names(cfg) -> list[str]:  # noqa: ANN001
+        extra = [f"kws_{s}_{i}" for s in ("mean", "std") for i in range(96)] if isinstance(cfg, KwsConfig) else []
+        return names(cfg) + extra
+
+    sf._extractors, sm.feature_names = _extractors, feature_names
+    return KwsConfig(**{f: getattr(base, f) for f in base.__dataclass_fields__})
+
+
 def main() -> None:
     """Run the probes and write the results."""
+    from emolens.train import speech_features as sf
     from emolens.train import speech_multi as sm
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -104,6 +165,8 @@ def main() -> None:
                "both_views": shipped, "same_emotion_history": shipped, "prior24": replace(shipped, prior=24.0),
                "wide": replace(shipped, hidden=256, dropout=0.5), "smooth": replace(shipped, label_smoothing=0.2),
                "copies4": replace(shipped, copies=4)}
+    if "kws" in args.probes:
+        configs["kws"] = with_kws(sm, sf, shipped)
     plain = sm.normalized
     normalisers = {"both_views": both_views(plain), "same_emotion_history": same_emotion_history()}
     rows = []
