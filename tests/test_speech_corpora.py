@@ -134,6 +134,37 @@ def test_seed_ensemble_merges_into_one_mlp_with_averaged_logits(tmp_path: Path) 
     assert np.allclose(probs, want, atol=1e-5)
 
 
+def test_corpus_adversary_hides_the_corpus_from_the_hidden_layer() -> None:
+    """Synthetic data: one input carries the emotion, one the corpus. With the adversary on, a
+    linear probe on the hidden layer tells the corpora apart less well; the emotion stays."""
+    torch = pytest.importorskip("torch")
+    from emolens.train.speech_multi import MultiConfig, fit
+
+    rng = np.random.default_rng(0)
+    n = 1200
+    y, corpus = rng.integers(0, 2, n), rng.integers(0, 2, n)
+    x = rng.normal(size=(n, 8))
+    x[:, 0] += 2.0 * y
+    x[:, 1] += 4.0 * corpus
+    mask = np.ones((n, 2), dtype=bool)
+    w = np.ones(n)
+
+    def probe(adversary: float) -> tuple[float, float]:
+        cfg = MultiConfig(hidden=16, dropout=0.0, epochs=400, adversary=adversary)
+        net = fit(x, y, mask, w, cfg, corpus)
+        with torch.no_grad():
+            h = net.net[:4](torch.from_numpy(x.astype(np.float32))).numpy()
+            emotion = float((net(torch.from_numpy(x.astype(np.float32))).numpy().argmax(1) == y).mean())
+        feats = np.c_[h, np.ones(n)]  # least-squares one-vs-rest probe for the corpus
+        coef = np.linalg.lstsq(feats, np.eye(2)[corpus], rcond=None)[0]
+        return float(((feats @ coef).argmax(1) == corpus).mean()), emotion
+
+    plain, adversarial = probe(0.0), probe(3.0)
+    assert plain[0] > 0.9, plain  # the corpus is plain to see without the adversary
+    assert adversarial[0] < plain[0] - 0.1, (plain, adversarial)
+    assert adversarial[1] > 0.78 and plain[1] > 0.78, (plain, adversarial)  # Bayes rate 0.84
+
+
 def test_balanced_weights_give_every_corpus_the_same_total(corpora) -> None:
     pytest.importorskip("torch")
     from emolens.train.speech_multi import balanced_weights

@@ -88,14 +88,15 @@ def audio(
 
 
 def _protocol(data: Path, protocol: str, corpora: str, copies: int, norm: str, hidden: int, epochs: int,
-              drop: str, json_out: Optional[Path], encoder: bool = True, seeds: int = 1) -> None:
+              drop: str, json_out: Optional[Path], encoder: bool = True, seeds: int = 1,
+              adversary: float = 0.0) -> None:
     """``evaluate speech --protocol speakers|corpora``."""
     try:
         from emolens.train.speech_multi import MultiConfig, confusions, run_protocol, save_json, strip_logits, table
     except ImportError as exc:
         fail(f"the generalisation protocols train models and need PyTorch: pip install 'emolens[train]' ({exc})")
     cfg = MultiConfig(copies=copies, norm=norm, hidden=hidden, epochs=epochs, prior=8.0 if norm == "online" else 0.0,
-                      encoder=encoder, seeds=seeds)
+                      encoder=encoder, seeds=seeds, adversary=adversary)
     chosen = [c.strip() for c in corpora.split(",") if c.strip()] or None
     try:
         result = run_protocol(data, protocol, cfg, drop, chosen)
@@ -127,6 +128,8 @@ def evaluate_speech(
     = True,
     seeds: Annotated[int, typer.Option(help="--protocol: networks per model (seeds merged, logits averaged).",
                                        min=1)] = 1,
+    adversary: Annotated[float, typer.Option(help="--protocol: weight of the corpus adversary (gradient reversal "
+                                                  "on the hidden layer; 0: off).", min=0.0)] = 0.0,
     model: Annotated[Optional[Path], typer.Option(help="ONNX model (default: the shipped one).")] = None,
     speakers: Annotated[str, typer.Option(help="Speakers to evaluate: 'heldout' (the model's held-out speakers, "
                                                "from its JSON), 'all', or a list like 23,24.")] = "heldout",
@@ -144,7 +147,7 @@ def evaluate_speech(
             fail(f"unknown protocol {protocol!r} (model, speakers, corpora)")
         if not data.is_dir():
             fail(f"{data}: not a folder")
-        _protocol(data, protocol, corpora, copies, norm, hidden, epochs, drop, json_out, encoder, seeds)
+        _protocol(data, protocol, corpora, copies, norm, hidden, epochs, drop, json_out, encoder, seeds, adversary)
         return
 
     from emolens.media import MediaError, load_audio
@@ -219,6 +222,9 @@ def train_speech_cmd(
                                                "as models/speech_encoder.onnx).")] = True,
     seeds: Annotated[int, typer.Option(help="functionals: networks trained with seeds --seed, --seed+1, ... and "
                                             "merged into one model (logits averaged).", min=1)] = 1,
+    adversary: Annotated[float, typer.Option(help="functionals: weight of the corpus adversary (a corpus classifier "
+                                                  "on the hidden layer, its gradient reversed; 0: off).", min=0.0)]
+    = 0.0,
     folds: Annotated[int, typer.Option(help="Speaker-independent cross-validation folds.")] = 6,
     cv: Annotated[bool, typer.Option(help="Run the cross-validation.")] = True,
     baseline: Annotated[bool, typer.Option(help="Also cross-validate the MFCC + 1D-CNN baseline.")] = True,
@@ -243,7 +249,7 @@ def train_speech_cmd(
             fail(f"training needs PyTorch: pip install 'emolens[train]' ({exc})")
         cfg = MultiConfig(copies=copies, norm=norm, hidden=hidden, epochs=epochs if epochs != 45 else 150,
                           seed=seed, threads=threads, prior=prior if norm == "online" else 0.0, encoder=encoder,
-                          seeds=seeds)
+                          seeds=seeds, adversary=adversary)
         protocols = ("corpora", "speakers") if cv else ("corpora",)
         try:
             res = train_functionals(data, out, cfg, drop=drop, protocols=protocols)

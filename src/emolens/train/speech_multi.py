@@ -7,7 +7,11 @@ shrunk towards the global ones: :class:`emolens.voice.SpeakerNormalizer`), and a
 trained with a **masked** softmax: each item's loss only sees the classes its corpus has
 (EmoDB has no ``calm``/``surprise``, TurEV no ``neutral`` ...), so no corpus is taught that a
 class it never labels is absent. Loss weights balance corpora equally and classes within each
-corpus. Exported as plain ONNX (Gemm/Relu/Softmax), with temperature scaling fitted on
+corpus. With ``adversary`` > 0 a small corpus classifier reads the hidden layer through a
+gradient-reversal layer (domain-adversarial training, Ganin & Lempitsky 2015, with their
+0 -> 1 ramp), so the hidden layer is pushed to keep what tells emotions apart and drop what
+tells the corpora (language, channel, elicitation) apart; the classifier is dropped after
+training. Exported as plain ONNX (Gemm/Relu/Softmax), with temperature scaling fitted on
 leave-one-corpus-out predictions.
 
 Protocols (:func:`protocol_speakers`, :func:`protocol_corpora`):
@@ -58,6 +62,7 @@ class MultiConfig:
     threads: int = 1
     encoder: bool = False  # add the speaker-encoder embeddings (emolens.voice.encoder) to the functionals
     seeds: int = 1  # networks trained with seeds seed, seed+1, ... and merged into one (logits averaged)
+    adversary: float = 0.0  # weight of the gradient reversed from a corpus classifier on the hidden layer
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -183,11 +188,31 @@ def merge(nets: list[MLP]) -> MLP:
     return out.eval()
 
 
-def fit(x: np.ndarray, y: np.ndarray, mask: np.ndarray, weights: np.ndarray, cfg: MultiConfig) -> MLP:
+class _ReverseGradient(torch.autograd.Function):
+    """Identity forward; the gradient times ``-scale`` backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:  # noqa: ANN001
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: ANN001
+        return -ctx.scale * grad, None
+
+
+def fit(x: np.ndarray, y: np.ndarray, mask: np.ndarray, weights: np.ndarray, cfg: MultiConfig,
+        domains: np.ndarray | None = None) -> MLP:
     """Train the MLP full-batch with AdamW on normalised features (masked, weighted CE); with
-    ``cfg.seeds`` > 1, one per seed, merged (:func:`merge`)."""
+    ``cfg.seeds`` > 1, one per seed, merged (:func:`merge`). With ``cfg.adversary`` > 0,
+    ``domains`` (an integer corpus code per row) trains a corpus classifier on the hidden layer
+    through a gradient-reversal layer (module docstring)."""
     if cfg.seeds > 1:
-        return merge([fit(x, y, mask, weights, replace(cfg, seed=cfg.seed + i, seeds=1)) for i in range(cfg.seeds)])
+        return merge([fit(x, y, mask, weights, replace(cfg, seed=cfg.seed + i, seeds=1), domains)
+                      for i in range(cfg.seeds)])
+    adversarial = cfg.adversary > 0 and domains is not None and len(np.unique(domains)) > 1
+    if adversarial and not cfg.hidden:
+        raise ValueError("the corpus adversary needs a hidden layer (hidden > 0)")
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     k = mask.shape[1]
@@ -198,12 +223,26 @@ def fit(x: np.ndarray, y: np.ndarray, mask: np.ndarray, weights: np.ndarray, cfg
     allowed = mt.float()
     smooth = allowed / allowed.sum(1, keepdim=True)
     target = (1 - cfg.label_smoothing) * target + cfg.label_smoothing * smooth
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    params = list(net.parameters())
+    if adversarial:
+        assert domains is not None
+        dt = torch.from_numpy(np.unique(domains, return_inverse=True)[1].astype(np.int64))
+        critic = nn.Sequential(nn.Linear(cfg.hidden, 64), nn.ReLU(), nn.Linear(64, int(dt.max()) + 1))
+        params += list(critic.parameters())
+        body, head = net.net[:4], net.net[4:]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs)
     net.train()
-    for _ in range(cfg.epochs):
-        logp = masked_log_softmax(net(xt), mt)
-        loss = -((target * logp.masked_fill(~mt, 0.0)).sum(1) * wt).mean()
+    for epoch in range(cfg.epochs):
+        if adversarial:
+            h = body(xt)
+            logp = masked_log_softmax(head(h), mt)
+            ramp = 2.0 / (1.0 + np.exp(-10.0 * epoch / cfg.epochs)) - 1.0
+            domain_loss = (F.cross_entropy(critic(_ReverseGradient.apply(h, cfg.adversary * ramp)), dt,
+                                           reduction="none") * wt).mean()
+        else:
+            logp, domain_loss = masked_log_softmax(net(xt), mt), 0.0
+        loss = -((target * logp.masked_fill(~mt, 0.0)).sum(1) * wt).mean() + domain_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -227,7 +266,7 @@ def train_on(data: SpeechDataset, feats: np.ndarray, train_idx: np.ndarray, cfg:
     y = np.tile(data.labels[train_idx], len(copies))
     mask = np.tile(data.class_mask()[train_idx], (len(copies), 1))
     w = np.tile(balanced_weights(data.labels[train_idx], data.corpora[train_idx]), len(copies))
-    return fit(x, y, mask, w, cfg)
+    return fit(x, y, mask, w, cfg, np.tile(data.corpora[train_idx], len(copies)))
 
 
 # ----------------------------------------------------------------------------- protocols
