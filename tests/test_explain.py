@@ -171,6 +171,14 @@ def test_deletion_gradcam_floor(fer_faces: np.ndarray, model: ExpressionModel, g
     assert float(drops["salient"].mean() / drops["random"].mean()) >= 2, {k: float(v.mean()) for k, v in drops.items()}
 
 
+@pytest.mark.parametrize("method, faces", [("gradcam", 150), ("occlusion", 40)])
+def test_deletion_floor_of_the_accurate_model(fer_faces: np.ndarray, method: str, faces: int) -> None:
+    """The accurate model's maps pass the same 2x deletion floor (fewer faces for occlusion: it runs
+    121 occluded copies of each face through three networks; the full run: benchmarks/bench_explain.py)."""
+    drops = deletion_test(default_model("accurate"), fer_faces[:faces], 0.2, method=method, operator="blur")
+    assert float(drops["salient"].mean() / drops["random"].mean()) >= 2, {k: float(v.mean()) for k, v in drops.items()}
+
+
 def test_gradcam_ranks_pixels(fer_faces: np.ndarray, model: ExpressionModel, gradcam_default: tuple) -> None:
     """Grad-CAM still carries signal: removing its top 20% hurts more than removing its bottom 20%."""
     maps, probs = gradcam_default
