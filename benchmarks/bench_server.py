@@ -24,15 +24,15 @@ import datetime
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+
+from emolens.server.harness import serve_process
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,12 +56,6 @@ def other_training_jobs() -> list[str]:
         if "train" in cmd and ("emolens" in cmd or "train_face" in cmd) and str(os.getpid()) != proc.name:
             found.append(cmd.strip()[:120])
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentiles(values: list[float]) -> dict:
@@ -218,41 +212,21 @@ def main() -> None:
         sys.exit(f"needs {photo}")
     load_before = round(os.getloadavg()[0], 2)
     training = other_training_jobs()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory() as jobs:
-        cmd = [sys.executable, "-m", "emolens.cli", "serve", "--port", str(port), "--jobs-dir", jobs,
-               "--log-level", "warning"]
-        server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    health = httpx.get(f"{url}/api/health", timeout=2).json()
-                    break
-                except httpx.TransportError:
-                    if server.poll() is not None or time.monotonic() > deadline:
-                        sys.exit(f"server did not start: {server.stderr.read() if server.stderr else ''}")
-                    time.sleep(0.2)
-            data = photo.read_bytes()
-            asyncio.run(photo_load(url, data, 1, 3))  # warm-up
-            loads = []
-            for clients in (1, 8, 32):
-                total = max(30, clients * args.requests)
-                loads.append(asyncio.run(photo_load(url, data, clients, total)))
-                print(loads[-1], flush=True)
-            files = sorted(p for p in (args.media / "photos").iterdir() if p.suffix.lower() in (".jpg", ".png"))
-            storm_result = asyncio.run(storm(url, files))
-            print(storm_result, flush=True)
-            live = live_fps(url, args.media / "video" / "one_face_640x360.mp4")
-            print(live, flush=True)
-            alive = server.poll() is None and httpx.get(f"{url}/api/health", timeout=10).status_code == 200
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
+    with tempfile.TemporaryDirectory() as jobs, serve_process(jobs_dir=jobs, timeout=120) as (url, server):
+        health = httpx.get(f"{url}/api/health", timeout=10).json()
+        data = photo.read_bytes()
+        asyncio.run(photo_load(url, data, 1, 3))  # warm-up
+        loads = []
+        for clients in (1, 8, 32):
+            total = max(30, clients * args.requests)
+            loads.append(asyncio.run(photo_load(url, data, clients, total)))
+            print(loads[-1], flush=True)
+        files = sorted(p for p in (args.media / "photos").iterdir() if p.suffix.lower() in (".jpg", ".png"))
+        storm_result = asyncio.run(storm(url, files))
+        print(storm_result, flush=True)
+        live = live_fps(url, args.media / "video" / "one_face_640x360.mp4")
+        print(live, flush=True)
+        alive = server.poll() is None and httpx.get(f"{url}/api/health", timeout=10).status_code == 200
     note = (f"{len(training)} model-training process(es) were running on the same cores during the run, so "
             "these numbers are lower than on an idle machine" if training else "none detected")
     result = {

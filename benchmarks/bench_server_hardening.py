@@ -20,7 +20,6 @@ import os
 import platform
 import socket
 import stat
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +28,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+
+from emolens.server.harness import read_until_closed, serve_process, wait_job
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -43,41 +44,11 @@ def machine() -> str:
             f"Python {platform.python_version()}; load average {os.getloadavg()[0]:.2f} at start")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def serve(*args: str, env: dict | None = None) -> Iterator[tuple[str, Path]]:
     """``emolens serve ARGS`` on a free port; yields its URL and jobs folder."""
-    port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        jobs = Path(tmp) / "jobs"
-        cmd = [sys.executable, "-m", "emolens.cli", "serve", "--port", str(port), "--jobs-dir", str(jobs),
-               "--log-level", "warning", *args]
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                env={**os.environ, **(env or {})})
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 90
-            while True:
-                try:
-                    httpx.get(f"{url}/api/health", timeout=2)
-                    break
-                except httpx.TransportError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"emolens serve {' '.join(args)} did not start") from None
-                    time.sleep(0.2)
-            yield url, jobs
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with tempfile.TemporaryDirectory() as tmp, serve_process(*args, jobs_dir=Path(tmp) / "jobs", env=env) as (url, _):
+        yield url, Path(tmp) / "jobs"
 
 
 def answer(r: httpx.Response) -> dict:
@@ -104,29 +75,10 @@ def half_sent(url: str, payload: bytes, limit: float = 60.0) -> dict:
     """Send ``payload`` and stop: seconds until the server closes, and its first answer line."""
     u = httpx.URL(url)
     with socket.create_connection((u.host, u.port), timeout=limit) as s:
-        t0 = time.monotonic()
         s.sendall(payload)
-        data = b""
-        while time.monotonic() - t0 < limit:
-            try:
-                chunk = s.recv(4096)
-            except (ConnectionResetError, TimeoutError):
-                break
-            if not chunk:
-                break
-            data += chunk
-        return {"closed_after_s": round(time.monotonic() - t0, 2),
+        data, seconds = read_until_closed(s, limit)
+        return {"closed_after_s": round(seconds, 2),
                 "answer": data.split(b"\r\n", 1)[0].decode("latin-1") or "(closed without an answer)"}
-
-
-def wait_job(c: httpx.Client, job_id: str, headers: dict | None = None) -> dict:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        job = c.get(f"/api/jobs/{job_id}", headers=headers).json()
-        if job["status"] in ("done", "failed"):
-            return job
-        time.sleep(0.2)
-    raise RuntimeError(f"job {job_id} did not finish")
 
 
 def probes(media: Path) -> dict:

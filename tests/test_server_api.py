@@ -9,8 +9,6 @@ import asyncio
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -21,6 +19,7 @@ pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
 from emolens.server import ServerConfig, create_app, running_server  # noqa: E402
+from emolens.server.harness import serve_process, wait_job  # noqa: E402
 from emolens.server.jobs import JobManager  # noqa: E402
 
 LIMITS = {"max_image_bytes": 600_000, "max_video_bytes": 3_000_000, "max_audio_bytes": 2_000_000,
@@ -160,19 +159,6 @@ def test_audio(client: httpx.Client, media: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------- video jobs
-
-
-def wait_job(client: httpx.Client, job_id: str, timeout: float = 180) -> dict:
-    deadline = time.monotonic() + timeout
-    seen = []
-    while time.monotonic() < deadline:
-        job = client.get(f"/api/jobs/{job_id}").json()
-        seen.append(job["progress"]["frames_done"])
-        if job["status"] in ("done", "failed"):
-            job["seen"] = seen
-            return job
-        time.sleep(0.25)
-    raise AssertionError(f"job {job_id} did not finish in {timeout} s: {seen[-5:]}")
 
 
 def test_video_job_lifecycle(client: httpx.Client, server: tuple[str, Path], media: Path) -> None:
@@ -352,28 +338,7 @@ def test_concurrent_uploads_keep_the_loop_responsive(server: tuple[str, Path], m
 
 def test_serve_command(tmp_path: Path) -> None:
     """`emolens serve` starts, answers, and stops on SIGTERM."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "emolens.cli", "serve", "--port", str(port), "--jobs-dir", str(tmp_path / "j"),
-           "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                r = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-                time.sleep(0.2)
-        else:
-            raise AssertionError("emolens serve did not answer within 60 s")
+    with serve_process(jobs_dir=tmp_path / "j", timeout=60) as (url, proc):
+        r = httpx.get(f"{url}/api/health", timeout=5)
         assert r.json()["status"] == "ok" and (tmp_path / "j").is_dir()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    assert proc.returncode is not None  # stopped

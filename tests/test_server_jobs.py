@@ -12,16 +12,7 @@ pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
 from emolens.server import ServerConfig, create_app, running_server  # noqa: E402
-
-
-def wait_job(client: httpx.Client, job_id: str, timeout: float = 180) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/api/jobs/{job_id}").json()
-        if job["status"] in ("done", "failed"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish in {timeout} s")
+from emolens.server.harness import wait_job  # noqa: E402
 
 
 def test_a_video_job_analyses_its_sound_once(media: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 import stat
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -24,6 +21,7 @@ pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
 from emolens.server import ServerConfig, create_app, running_server  # noqa: E402
+from emolens.server.harness import read_until_closed, serve_process, wait_job  # noqa: E402
 from emolens.server.jobs import GB, JobManager, QuotaError  # noqa: E402
 
 ALPHA, BETA = "alpha-token-0123456789", "beta-token-9876543210"
@@ -61,16 +59,6 @@ def post_video(c: httpx.Client, media: Path, data: dict | None = None, headers: 
                field: str = "file") -> httpx.Response:
     clip = (media / "video" / "silent.mp4").read_bytes()
     return c.post("/api/jobs", files={field: ("clip.mp4", clip, "video/mp4")}, data=data or {}, headers=headers)
-
-
-def wait_done(c: httpx.Client, job_id: str, headers: dict | None = None, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = c.get(f"/api/jobs/{job_id}", headers=headers).json()
-        if job["status"] in ("done", "failed"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish within {timeout} s")
 
 
 def job_dirs(folder: Path) -> set[str]:
@@ -210,7 +198,7 @@ def test_jobs_belong_to_their_token(token_server: tuple[str, Path], media: Path)
             assert r.status_code == 404, (method, suffix, r.status_code)
         assert c.get("/api/health", headers=auth(BETA)).json()["jobs"] == {"queued": 0, "running": 0, "done": 0,
                                                                            "failed": 0}
-        job = wait_done(c, job_id, auth(ALPHA))
+        job = wait_job(c, job_id, auth(ALPHA))
         assert job["status"] == "done", job
         saved = (token_server[1] / job_id / "job.json").read_text()
         assert ALPHA not in saved and BETA not in saved  # only a hash of the token is stored
@@ -221,32 +209,9 @@ def test_jobs_belong_to_their_token(token_server: tuple[str, Path], media: Path)
 
 def test_token_from_environment(tmp_path: Path) -> None:
     """`emolens serve` takes its token from $EMOLENS_TOKEN."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "emolens.cli", "serve", "--port", str(port), "--jobs-dir", str(tmp_path / "j"),
-           "--log-level", "warning"]
-    env = {**os.environ, "EMOLENS_TOKEN": ALPHA}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                r = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-                assert time.monotonic() < deadline, "emolens serve did not answer within 60 s"
-                time.sleep(0.2)
-        assert r.status_code == 401
-        assert httpx.get(f"http://127.0.0.1:{port}/api/health", headers=auth(ALPHA), timeout=5).status_code == 200
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with serve_process(jobs_dir=tmp_path / "j", env={"EMOLENS_TOKEN": ALPHA}, timeout=60) as (url, _):
+        assert httpx.get(f"{url}/api/health", timeout=5).status_code == 401
+        assert httpx.get(f"{url}/api/health", headers=auth(ALPHA), timeout=5).status_code == 200
 
 
 # ------------------------------------------------------------------------------------- job folders
@@ -255,7 +220,7 @@ def test_token_from_environment(tmp_path: Path) -> None:
 def test_job_folders_are_private(client: httpx.Client, open_server: tuple[str, Path], media: Path) -> None:
     r = post_video(client, media, {"max_frames": "3"})
     assert r.status_code == 202, r.text
-    job = wait_done(client, r.json()["id"])
+    job = wait_job(client, r.json()["id"])
     assert job["status"] == "done", job
     folder = open_server[1] / job["id"]
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
@@ -352,7 +317,7 @@ def test_non_finite_and_out_of_range_rejected(client: httpx.Client, open_server:
 def test_finite_fps_job_json_is_standard(client: httpx.Client, open_server: tuple[str, Path], media: Path) -> None:
     r = post_video(client, media, {"fps": "1000", "max_frames": "2"})
     assert r.status_code == 202, r.text
-    job = wait_done(client, r.json()["id"])
+    job = wait_job(client, r.json()["id"])
     assert job["status"] == "done", job
     text = (open_server[1] / job["id"] / "job.json").read_text()
     json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
@@ -426,22 +391,6 @@ def test_openapi_lists_error_answers_and_limits(client: httpx.Client) -> None:
 
 
 # ------------------------------------------------------------------------------------- timeouts
-
-
-def read_until_closed(s: socket.socket, limit: float = 15.0) -> tuple[bytes, float]:
-    """Everything the server sends until it closes the connection, and the seconds that took."""
-    t0 = time.monotonic()
-    s.settimeout(limit)
-    data = b""
-    while time.monotonic() - t0 < limit:
-        try:
-            chunk = s.recv(4096)
-        except (ConnectionResetError, TimeoutError):
-            break
-        if not chunk:
-            break
-        data += chunk
-    return data, time.monotonic() - t0
 
 
 @pytest.mark.parametrize("sent", ["nothing", "half the headers", "half the body", "a video half sent"])
