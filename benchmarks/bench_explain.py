@@ -174,11 +174,13 @@ def main() -> None:
     if args.card:
         from emolens.cards import write_card_section
 
+        out = args.out.resolve()
+        results_name = out.relative_to(REPO).as_posix() if out.is_relative_to(REPO) else str(args.out)
         for name in args.model:
             mine = [r for r in rows if r["model"] == name]
             text = ("## Heat maps: faithfulness (deletion test)\n\n"
                     f"Reproduce: `{command.strip()}` ({datetime.date.today().isoformat()}; "
-                    "`benchmarks/results/explain_faithfulness.md`).\n\n" + "\n".join([*table(mine), "", *notes]))
+                    f"`{results_name}`).\n\n" + "\n".join([*table(mine), "", *notes]))
             write_card_section(name, "faithfulness", text)
 
 
