@@ -12,6 +12,11 @@ criterion) and ``grey`` (mid grey). See :func:`emolens.explanations.deletion_dro
 
 Writes ``benchmarks/results/explain_faithfulness.md`` (date, machine, command, figures) and ``.json``;
 ``--card`` also writes the table into the model cards (``src/emolens/models/face_<name>.md``).
+
+``--chunks FILE`` keeps the sums of each finished 256-face chunk in FILE, so a run of hours (the
+accurate model's occlusion maps: about 5 CPU-hours) can stop and resume. A rerun with the committed
+``benchmarks/results/explain_chunks.json`` only reassembles the stored sums; to recompute from the
+faces, give a new file or leave ``--chunks`` out.
 """
 
 from __future__ import annotations
