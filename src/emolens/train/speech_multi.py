@@ -205,12 +205,13 @@ def fit(x: np.ndarray, y: np.ndarray, mask: np.ndarray, weights: np.ndarray, cfg
         domains: np.ndarray | None = None) -> MLP:
     """Train the MLP full-batch with AdamW on normalised features (masked, weighted CE); with
     ``cfg.seeds`` > 1, one per seed, merged (:func:`merge`). With ``cfg.adversary`` > 0,
-    ``domains`` (an integer corpus code per row) trains a corpus classifier on the hidden layer
+    ``domains`` (the corpus of each row) trains a corpus classifier on the hidden layer
     through a gradient-reversal layer (module docstring)."""
     if cfg.seeds > 1:
         return merge([fit(x, y, mask, weights, replace(cfg, seed=cfg.seed + i, seeds=1), domains)
                       for i in range(cfg.seeds)])
-    adversarial = cfg.adversary > 0 and domains is not None and len(np.unique(domains)) > 1
+    codes = None if domains is None else np.unique(domains, return_inverse=True)[1].astype(np.int64)
+    adversarial = cfg.adversary > 0 and codes is not None and int(codes.max()) > 0
     if adversarial and not cfg.hidden:
         raise ValueError("the corpus adversary needs a hidden layer (hidden > 0)")
     torch.manual_seed(cfg.seed)
@@ -225,8 +226,7 @@ def fit(x: np.ndarray, y: np.ndarray, mask: np.ndarray, weights: np.ndarray, cfg
     target = (1 - cfg.label_smoothing) * target + cfg.label_smoothing * smooth
     params = list(net.parameters())
     if adversarial:
-        assert domains is not None
-        dt = torch.from_numpy(np.unique(domains, return_inverse=True)[1].astype(np.int64))
+        dt = torch.from_numpy(codes)
         critic = nn.Sequential(nn.Linear(cfg.hidden, 64), nn.ReLU(), nn.Linear(64, int(dt.max()) + 1))
         params += list(critic.parameters())
         body, head = net.net[:4], net.net[4:]
