@@ -298,3 +298,29 @@ def test_train_speech_smoke(ravdess: Path, tmp_path: Path, monkeypatch: pytest.M
     model = SpeechEmotionModel(out / "speech_emotion.onnx")
     probs = model.predict_audio(load_audio(ravdess / "Actor_01" / "03-01-05-01-01-01-01.ogg"))
     assert probs.shape == (8,) and probs.sum() == pytest.approx(1, abs=1e-4)
+
+
+def test_score_files_statistics_modes(ravdess: Path, tmp_path: Path) -> None:
+    """``full`` statistics do not depend on file order, ``online`` ones do, ``none`` ignores the speaker;
+    an undecodable file gives a NaN row and a message, and the model's own normaliser is untouched."""
+    from emolens.voice import score_files
+
+    files = sorted(str(p) for p in (ravdess / "Actor_23").glob("*.ogg"))[::10][:6]
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"not audio")
+    paths, spk = files + [str(bad)], ["23"] * (len(files) + 1)
+    net = SpeechEmotionModel()
+    full, errs = score_files(net, paths, spk, "full")
+    assert len(errs) == 1 and np.isnan(full[-1]).all() and not np.isnan(full[:-1]).any()
+    rev, _ = score_files(net, paths[::-1], spk, "full")
+    np.testing.assert_allclose(rev[::-1][:-1], full[:-1], atol=1e-5)
+    online, _ = score_files(net, paths, spk, "online")
+    np.testing.assert_allclose(online[len(files) - 1], full[len(files) - 1], atol=1e-5)  # last file: same history
+    assert not np.allclose(online[0], full[0], atol=1e-3)  # first file: no history yet
+    none, _ = score_files(net, paths, spk, "none")
+    assert not np.allclose(none[:2], full[:2], atol=1e-3)
+    other, _ = score_files(net, paths, [str(i) for i in range(len(paths))], "none")
+    np.testing.assert_allclose(other[:-1], none[:-1], atol=1e-6)  # the speaker plays no part
+    assert not net.normalizer._n
+    with pytest.raises(ValueError, match="statistics mode"):
+        score_files(net, paths, spk, "sometimes")

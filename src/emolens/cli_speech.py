@@ -133,6 +133,10 @@ def evaluate_speech(
     model: Annotated[Optional[Path], typer.Option(help="ONNX model (default: the shipped one).")] = None,
     speakers: Annotated[str, typer.Option(help="Speakers to evaluate: 'heldout' (the model's held-out speakers, "
                                                "from its JSON), 'all', or a list like 23,24.")] = "heldout",
+    stats: Annotated[str, typer.Option(help="Per-speaker feature statistics: full (each file normalised with all of "
+                                            "its speaker's files, no labels used), online (only the files before it, "
+                                            "in name order, which a folder sorted by emotion biases), none (every "
+                                            "file scored as a new voice).")] = "full",
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write metrics JSON here.")] = None,
     confusion_png: Annotated[Optional[Path], typer.Option("--confusion", help="Write the confusion matrix PNG here.")]
     = None,
@@ -150,11 +154,12 @@ def evaluate_speech(
         _protocol(data, protocol, corpora, copies, norm, hidden, epochs, drop, json_out, encoder, seeds, adversary)
         return
 
-    from emolens.media import MediaError, load_audio
     from emolens.metrics import classification_report, format_report, plot_confusion
     from emolens.outputs import write_json
-    from emolens.voice import SpeechEmotionModel, load_speech_data
+    from emolens.voice import STATS_MODES, SpeechEmotionModel, load_speech_data, score_files
 
+    if stats not in STATS_MODES:
+        fail(f"unknown --stats {stats!r} ({', '.join(STATS_MODES)})")
     if not data.exists():
         fail(f"{data}: not found")
     try:
@@ -174,16 +179,11 @@ def evaluate_speech(
         dataset = dataset.subset(np.isin(dataset.speakers, chosen))
         if len(dataset) == 0:
             fail(f"no files from speakers {','.join(chosen)} in {data}")
-    probs, errors = [], 0
-    for item in dataset.items:  # functionals models: per-speaker statistics accumulated online, in file order
-        path = item.path
-        try:
-            probs.append(net.predict_audio(load_audio(path, net.params.sample_rate), speaker=item.speaker))
-        except MediaError as exc:
-            typer.echo(f"skipped: {exc}", err=True)
-            probs.append(np.full(len(net.labels), np.nan))
-            errors += 1
-    probs_arr = np.asarray(probs)
+    probs_arr, problems = score_files(net, [it.path for it in dataset.items], [it.speaker for it in dataset.items],
+                                      stats, progress=True)
+    for msg in problems:
+        typer.echo(f"skipped: {msg}", err=True)
+    errors = len(problems)
     ok = ~np.isnan(probs_arr).any(axis=1)
     if not ok.any():
         fail("no file could be decoded")
@@ -193,6 +193,7 @@ def evaluate_speech(
     report["model"] = str(net.path)
     report["speakers"] = sorted(set(dataset.speakers.tolist()))
     report["errors"] = errors
+    report["stats"] = stats
     typer.echo(format_report(report))
     if json_out:
         write_json(report, json_out)

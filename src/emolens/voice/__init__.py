@@ -30,7 +30,15 @@ from emolens.datasets import (
     parse_ravdess_name,
     speaker_folds,
 )
-from emolens.voice.analysis import AudioAnalyzer, AudioResult, AudioSegment, analyze_audio, iter_audio_paths
+from emolens.voice.analysis import (
+    STATS_MODES,
+    AudioAnalyzer,
+    AudioResult,
+    AudioSegment,
+    analyze_audio,
+    iter_audio_paths,
+    score_files,
+)
 from emolens.voice.features import (
     FeatureParams,
     _dct_matrix,
@@ -65,12 +73,12 @@ from emolens.voice.vad import EnergyVAD, SileroVAD, make_vad, silero_model_path,
 
 __all__ = [
     "AUDIO_SUFFIXES", "CREMA_NAME", "DEFAULT_SPEECH_MODEL", "MODELS_DIR", "RAVDESS_NAME", "SPEECH_CORPORA",
-    "VIDEO_SUFFIXES", "AudioAnalyzer", "AudioResult", "AudioSegment", "EnergyVAD", "FeatureParams",
+    "STATS_MODES", "VIDEO_SUFFIXES", "AudioAnalyzer", "AudioResult", "AudioSegment", "EnergyVAD", "FeatureParams",
     "SileroVAD", "SpeakerNormalizer", "SpeechDataset", "SpeechEmotionModel", "SpeechItem", "_dct_matrix",
     "_hz_to_mel", "_mel_to_hz", "_session", "analyze_audio", "augment_audio", "default_speech_model", "deltas",
     "eval_windows", "fit_window", "functional_names", "functionals", "iter_audio_paths", "load_emodb",
     "load_ravdess", "load_speech_corpora", "load_speech_data", "load_speech_folder", "load_turev", "load_urdu",
     "log_mel", "make_vad", "mel_filterbank", "mel_power", "mfcc_features", "normalize", "parse_ravdess_name",
-    "pitch_track", "power_to_db", "silero_model_path", "speaker_folds", "speech_regions", "split_region",
+    "pitch_track", "power_to_db", "score_files", "silero_model_path", "speaker_folds", "speech_regions", "split_region",
     "trim_bounds", "utterance_features", "windows",
 ]

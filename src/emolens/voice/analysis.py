@@ -20,7 +20,7 @@ from emolens.datasets import AUDIO_SUFFIXES, VIDEO_SUFFIXES
 from emolens.labels import probs_dict
 from emolens.media import AUDIO_RATE, MediaError, load_audio
 from emolens.voice.features import log_mel, trim_bounds
-from emolens.voice.model import SpeechEmotionModel
+from emolens.voice.model import SpeakerNormalizer, SpeechEmotionModel
 from emolens.voice.vad import make_vad, speech_regions, split_region
 
 
@@ -154,6 +154,69 @@ class AudioAnalyzer:
         except MediaError as exc:
             return AudioResult(str(path), error=str(exc))
         return self.analyze(audio, str(path))
+
+
+STATS_MODES = ("full", "online", "none")
+
+
+def _normalized_probs(model: SpeechEmotionModel, norm: SpeakerNormalizer, raw: np.ndarray, speaker: object,
+                      partner: np.ndarray | None) -> np.ndarray:
+    p = model.predict_windows(norm.normalize(raw, speaker)[None])[0]
+    return model.combine(p, partner)
+
+
+def score_files(model: SpeechEmotionModel, paths: list[str], speakers: list[object], stats: str = "full",
+                progress: bool = False) -> tuple[np.ndarray, list[str]]:
+    """Probabilities ``(N, classes)`` of whole files, one utterance each (NaN rows where a file
+    cannot be decoded, with its message in the returned list).
+
+    ``stats`` (functionals models; the CNN needs none): how each file's features are normalised.
+    ``full``: with its speaker's statistics over *all* of the speaker's files (no labels used;
+    what the evaluation protocols do); ``online``: with the statistics of the speaker's files so
+    far, in the given order (a stream; a folder sorted by emotion biases it); ``none``: with the
+    training statistics only, as if every file were a new voice.
+    """
+    if stats not in STATS_MODES:
+        raise ValueError(f"unknown statistics mode {stats!r} ({', '.join(STATS_MODES)})")
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(paths), unit="file", desc="scoring", leave=False)
+    probs = np.full((len(paths), len(model.labels)), np.nan, dtype=np.float32)
+    errors: list[str] = []
+    norm = None
+    if model.kind == "functionals" and model.normalizer is not None:  # a fresh one: the model's own is untouched
+        base = model.normalizer
+        norm = SpeakerNormalizer(base.mean, np.sqrt(base.var), base.prior)
+    raw: dict[int, np.ndarray] = {}
+    partner: dict[int, np.ndarray] = {}
+    try:
+        for i, (path, speaker) in enumerate(zip(paths, speakers, strict=True)):
+            try:
+                audio = load_audio(path, model.params.sample_rate)
+            except MediaError as exc:
+                errors.append(str(exc))
+            else:
+                if norm is None:
+                    probs[i] = model.predict_audio(audio)
+                else:
+                    raw[i] = model.raw_features(audio)
+                    if model.partner is not None:
+                        partner[i] = model.partner.predict_audio(audio)
+                    if stats != "none":
+                        norm.update(raw[i], speaker)
+                    if stats == "online":
+                        probs[i] = _normalized_probs(model, norm, raw[i], speaker, partner.get(i))
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    if norm is not None and stats != "online":
+        for i, x in raw.items():
+            probs[i] = _normalized_probs(model, norm, x, speakers[i] if stats == "full" else None, partner.get(i))
+    return probs, errors
 
 
 def analyze_audio(source: str | os.PathLike | np.ndarray, vad: str = "auto") -> AudioResult:
