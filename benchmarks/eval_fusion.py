@@ -100,7 +100,8 @@ def l2_sweep(pf, pv, y, t_face: float, t_voice: float, test_bed, clips, l2s=(0.0
             ll.append(nll(lp, y[te]))
             acc.append(float((lp.argmax(1) == y[te]).mean()))
         fusion = fit_fusion(pf, pv, y, t_face, t_voice, l2=l2)
-        bed = float(np.mean([(fusion.fuse_log(a, b).argmax(1) == t).mean() for a, b, t in test_bed]))
+        bed = float(np.mean([(fusion.fuse_log(a, b).argmax(1) == t).mean() for a, b, t, kind in test_bed
+                             if kind == "familiar"]))
         right = 0
         for name, f, v in clips:
             voiced = ~np.isnan(v).any(1)
@@ -113,7 +114,11 @@ def l2_sweep(pf, pv, y, t_face: float, t_voice: float, test_bed, clips, l2s=(0.0
 
 
 def pairing(oof_path: Path, out_json: Path, seeds: int = 5, sweep: bool = False) -> dict:
-    """Fit the calibrated fusion on PublicTest x speakers A, score it on PrivateTest x speakers B."""
+    """Fit the calibrated fusion on PublicTest x speakers A, score it on PrivateTest x speakers B.
+
+    The fit uses each clip scored with its speaker's full statistics (a familiar voice). Where the
+    logits file has ``logits_first`` (each clip scored as its speaker's first utterance: a new
+    voice) the test bed is also scored with those."""
     import numpy as np
 
     from emolens.fusion import FUSION_LABELS, FusionWeights, fold_vector
@@ -133,25 +138,31 @@ def pairing(oof_path: Path, out_json: Path, seeds: int = 5, sweep: bool = False)
     paths = [str(Path(q).resolve()) for q in z["paths"].tolist()]
     speakers_all = np.asarray(z["speakers"]).astype(str)
     keep = np.array([not s.startswith("ravdess/") or s in ("ravdess/23", "ravdess/24") for s in speakers_all])
-    logits = z["logits"][keep] / t_model
-    lf = logits - logits.max(1, keepdims=True)
-    lf = lf - np.log(np.exp(lf).sum(1, keepdims=True))
+    lc = None
     if w > 0:
         cnn = cnn_probs([q for q, k in zip(paths, keep) if k])
         lc = np.log(np.clip(np.stack([cnn[q] for q, k in zip(paths, keep) if k]), 1e-7, 1))
-        lf = (1 - w) * lf + w * lc
-    e = np.exp(lf)
-    voice = np.stack([fold_vector(p / p.sum(), classes) for p in e])
+
+    def folded(raw: np.ndarray) -> np.ndarray:
+        lf = raw / t_model
+        lf = lf - lf.max(1, keepdims=True)
+        lf = lf - np.log(np.exp(lf).sum(1, keepdims=True))
+        if lc is not None:
+            lf = (1 - w) * lf + w * lc
+        e = np.exp(lf)
+        return np.stack([fold_vector(p / p.sum(), classes) for p in e])
+
+    warm = folded(z["logits"][keep])
+    cold = folded(z["logits_first"][keep]) if "logits_first" in z else None
+    speakers = speakers_all[keep]
     vy = np.array([FUSION_LABELS.index(FOLD_TO_FER7[classes[k]]) for k in z["labels"][keep]])
-    z = {"speakers": speakers_all[keep]}
-    speakers = np.asarray(z["speakers"]).astype(str)
     names = sorted(set(speakers.tolist()))
     half_a = np.isin(speakers, names[0::2])
     face = face_fer_probs()
     fa_p, fa_y = face["PublicTest_probs"].astype(np.float64), face["PublicTest_labels"]
     fb_p, fb_y = face["PrivateTest_probs"].astype(np.float64), face["PrivateTest_labels"]
     t_face = fit_temperature(fa_p, fa_y)
-    t_voice = fit_temperature(voice[half_a], vy[half_a])
+    t_voice = fit_temperature(warm[half_a], vy[half_a])
     rng = np.random.default_rng(0)
     ia = np.flatnonzero(half_a)[pair_by_label(fa_y, vy[half_a], rng)]
     source = {
@@ -163,44 +174,53 @@ def pairing(oof_path: Path, out_json: Path, seeds: int = 5, sweep: bool = False)
         "voice_oof": str(oof_path), "assumption": "face and voice independent given the label",
         "command": f"python benchmarks/eval_fusion.py --pairing {oof_path}",
     }
-    fusion = fit_fusion(fa_p, voice[ia], fa_y, t_face, t_voice, source=source)
+    fusion = fit_fusion(fa_p, warm[ia], fa_y, t_face, t_voice, source=source)
     fusion.save(out_json)
     rel_face = [np.mean(fa_p.argmax(1)[fa_y == c] == c) for c in range(7)]
-    rel_voice = [np.mean(voice[half_a].argmax(1)[vy[half_a] == c] == c) for c in range(7)]
+    rel_voice = [np.mean(warm[half_a].argmax(1)[vy[half_a] == c] == c) for c in range(7)]
     old = FusionWeights.from_reliability(np.array(rel_face), np.array(rel_voice))
     rows, bed = [], []
     half_b = np.flatnonzero(~half_a)
+    kinds = [("familiar", warm)] + ([("new", cold)] if cold is not None else [])
     for seed in range(seeds):
         pick = pair_by_label(fb_y, vy[~half_a], np.random.default_rng(100 + seed))
         ok = pick >= 0
-        pv, pf, y = voice[half_b[pick[ok]]], fb_p[ok], fb_y[ok]
-        bed.append((pf, pv, y))
-        fused = fusion.fuse_log(pf, pv).argmax(1)
-        lin = np.stack([old.fuse(a, b)[0] for a, b in zip(pf, pv)]).argmax(1)
-        poe = (np.log(np.clip(pf, 1e-7, 1)) + np.log(np.clip(pv, 1e-7, 1))).argmax(1)
-        rows.append({"seed": seed, "n": int(ok.sum()), "face": float((pf.argmax(1) == y).mean()),
-                     "voice": float((pv.argmax(1) == y).mean()), "fused": float((fused == y).mean()),
-                     "weighted_mean_by_accuracy": float((lin == y).mean()), "product": float((poe == y).mean())})
-    mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k not in ("seed", "n")}
-    result = {"rows": rows, "mean": mean, "t_face": t_face, "t_voice": t_voice, "fusion": fusion.to_dict(),
-              "speakers_fit": names[0::2], "speakers_test": names[1::2]}
+        pf, y, idx = fb_p[ok], fb_y[ok], half_b[pick[ok]]
+        for kind, voice in kinds:
+            pv = voice[idx]
+            bed.append((pf, pv, y, kind))
+            fused = fusion.fuse_log(pf, pv).argmax(1)
+            lin = np.stack([old.fuse(a, b)[0] for a, b in zip(pf, pv)]).argmax(1)
+            poe = (np.log(np.clip(pf, 1e-7, 1)) + np.log(np.clip(pv, 1e-7, 1))).argmax(1)
+            rows.append({"seed": seed, "voice_history": kind, "n": int(ok.sum()),
+                         "face": float((pf.argmax(1) == y).mean()), "voice": float((pv.argmax(1) == y).mean()),
+                         "fused": float((fused == y).mean()),
+                         "weighted_mean_by_accuracy": float((lin == y).mean()), "product": float((poe == y).mean())})
+    keys = [k for k in rows[0] if k not in ("seed", "n", "voice_history")]
+    mean = {kind: {k: float(np.mean([r[k] for r in rows if r["voice_history"] == kind])) for k in keys}
+            for kind, _ in kinds}
+    result = {"rows": rows, "mean": mean, "t_face": t_face, "t_voice": t_voice,
+              "fusion": fusion.to_dict(), "speakers_fit": names[0::2], "speakers_test": names[1::2]}
     if sweep:
-        result["l2_sweep"] = l2_sweep(fa_p, voice[ia], fa_y, t_face, t_voice, bed, clip_frames() if AV.exists() else [])
+        result["l2_sweep"] = l2_sweep(fa_p, warm[ia], fa_y, t_face, t_voice, bed, clip_frames() if AV.exists() else [])
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "fusion_pairing.json").write_text(json.dumps(result, indent=2))
     lines = ["# Pairing test bed: FER2013 PrivateTest faces x held-out speech of the same label", "",
              f"command: `python benchmarks/eval_fusion.py --pairing {oof_path}{' --sweep' if sweep else ''}`", "",
-             "| | face | voice | fused (calibrated) | weighted mean (per-class accuracy) | product |",
-             "| --- | --- | --- | --- | --- | --- |",
-             *(f"| seed {r['seed']} (n={r['n']}) | {r['face']:.4f} | {r['voice']:.4f} | {r['fused']:.4f} | "
-               f"{r['weighted_mean_by_accuracy']:.4f} | {r['product']:.4f} |" for r in rows),
-             f"| **mean** | {mean['face']:.4f} | {mean['voice']:.4f} | **{mean['fused']:.4f}** | "
-             f"{mean['weighted_mean_by_accuracy']:.4f} | {mean['product']:.4f} |", "",
+             "Voice history: *familiar* = each clip normalised with its speaker's full statistics (a person heard "
+             "for a while); *new* = each clip scored as its speaker's first utterance (a voice heard for the first "
+             "time, e.g. a short clip).", "",
+             "| | voice history | face | voice | fused (calibrated) | weighted mean (per-class accuracy) | product |",
+             "| --- | --- | --- | --- | --- | --- | --- |",
+             *(f"| seed {r['seed']} (n={r['n']}) | {r['voice_history']} | {r['face']:.4f} | {r['voice']:.4f} | "
+               f"{r['fused']:.4f} | {r['weighted_mean_by_accuracy']:.4f} | {r['product']:.4f} |" for r in rows),
+             *(f"| **mean** | {kind} | {m['face']:.4f} | {m['voice']:.4f} | **{m['fused']:.4f}** | "
+               f"{m['weighted_mean_by_accuracy']:.4f} | {m['product']:.4f} |" for kind, m in mean.items()), "",
              f"Temperatures: face {t_face:.3f}, voice {t_voice:.3f}. Face and voice are assumed independent given",
              "the label (different people), so the fused gain is optimistic for real recordings."]
     if sweep:
         lines += ["", "L2 pull towards plain product-of-experts (shipped: 0.01). Cross-validation: 5 folds of the",
-                  "fitting pairs (PublicTest x speakers A); test bed: mean of the seeds above; clips: the labelled",
+                  "fitting pairs (PublicTest x speakers A); test bed: mean of the familiar rows; clips: the labelled",
                   "video clips re-fused offline from the pipeline's per-frame probabilities.", "",
                   "| L2 | CV NLL | CV accuracy | test-bed accuracy | labelled clips right |",
                   "| --- | --- | --- | --- | --- |",

@@ -114,6 +114,36 @@ def test_masked_training_on_a_tiny_subset(corpora) -> None:
     assert torch.all(z.grad[0, ~torch.from_numpy(mask[i])] == 0)
 
 
+def test_loco_scores_each_test_file_with_full_and_first_utterance_statistics(tmp_path: Path) -> None:
+    """Synthetic corpora whose speakers differ by a large offset: LOCO with each speaker's full
+    statistics removes it, scored as a first utterance it does not; both logits are saved."""
+    pytest.importorskip("torch")
+    from emolens.datasets import SpeechDataset, SpeechItem
+    from emolens.train.speech_multi import MultiConfig, protocol_corpora, save_logits, table
+
+    rng = np.random.default_rng(0)
+    classes = ("neutral", "happy", "sad", "angry")
+    items, rows = [], []
+    for corpus in ("a", "b", "c"):
+        for spk in range(6):
+            offset = rng.normal(0, 3.0, 12)
+            for k in range(16):
+                label = k % 4
+                items.append(SpeechItem(f"{corpus}/{spk}/{k}.wav", RAVDESS8.index(classes[label]), f"{corpus}/{spk}",
+                                        corpus=corpus))
+                rows.append(offset + 1.5 * np.eye(12)[label] + rng.normal(0, 0.5, 12))
+    data = SpeechDataset(items, RAVDESS8, {c: classes for c in "abc"})
+    feats = np.stack([np.asarray(rows)] * 2)  # the clean copy and one "augmented" copy
+    res = protocol_corpora(data, feats, MultiConfig(epochs=120, hidden=16, copies=1, norm="online", prior=2.0),
+                           log=False)
+    for r in res["corpora"].values():
+        assert r["uar"] > 0.8 and r["first_utterance_uar"] < r["uar"] - 0.2, r
+    assert "UAR, first utterance" in table(res)
+    save_logits(tmp_path / "corpora_logits.npz", res, data, 2.0)
+    with np.load(tmp_path / "corpora_logits.npz") as z:
+        assert z["logits_first"].shape == z["logits"].shape and set(z["history"].tolist()) == {16}
+
+
 def test_seed_ensemble_merges_into_one_mlp_with_averaged_logits(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnx")

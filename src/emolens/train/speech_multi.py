@@ -352,6 +352,7 @@ def protocol_corpora(data: SpeechDataset, feats: np.ndarray, cfg: MultiConfig,
     names = list(dict.fromkeys(data.corpora.tolist()))
     out: dict = {}
     oof = np.zeros((len(data), len(data.classes)), dtype=np.float32)
+    first = np.zeros_like(oof)
     for corpus in corpora or names:
         train, test, classes = loco_split(data, corpus)
         train_corpora = [c for c in names if c != corpus]
@@ -360,13 +361,19 @@ def protocol_corpora(data: SpeechDataset, feats: np.ndarray, cfg: MultiConfig,
         net = train_on(data, z, train, cfg, stats)
         logits = logits_of(net, z[0, test])
         oof[test] = logits
+        if cfg.norm == "online":  # each test file also as its speaker's first (statistics of that file alone)
+            alone = online_normalize(feats[0, test], data.speakers[test], stats[0], stats[1], cfg.prior,
+                                     np.random.default_rng(0), sizes=(1,))
+            first[test] = logits_of(net, alone)
         rep = corpus_report(data.labels[test], logits, classes, data.classes)
         rep["trained_on"] = train_corpora
+        if cfg.norm == "online":
+            rep["first_utterance_uar"] = corpus_report(data.labels[test], first[test], classes, data.classes)["uar"]
         out[corpus] = rep
         if log:
             print(f"[corpora] {corpus}: UAR {rep['uar']:.3f} (chance {rep['chance_uar']:.3f}), "
                   f"macro-F1 {rep['macro_f1']:.3f}, acc {rep['accuracy']:.3f}, {len(classes)} classes", flush=True)
-    return {"protocol": "corpora", "config": asdict(cfg), "corpora": out, "logits": oof}
+    return {"protocol": "corpora", "config": asdict(cfg), "corpora": out, "logits": oof, "logits_first": first}
 
 
 # ----------------------------------------------------------------------------- calibration + export
@@ -417,7 +424,7 @@ def export_onnx(net: MLP, path: str | Path, temperature: float = 1.0) -> None:
 
 def strip_logits(result: dict) -> dict:
     """The protocol result without its bulky arrays (for JSON)."""
-    return {k: v for k, v in result.items() if k != "logits"}
+    return {k: v for k, v in result.items() if k not in ("logits", "logits_first")}
 
 
 def save_json(obj: dict, path: str | Path) -> None:
@@ -456,16 +463,20 @@ def load_features(data_root: str | Path, cfg: MultiConfig, drop: str = "",
 
 
 def table(result: dict) -> str:
-    """Markdown table of a protocol result, one row per corpus."""
+    """Markdown table of a protocol result, one row per corpus (LOCO with ``norm="online"`` also
+    gives the UAR when every test file is scored as its speaker's first utterance)."""
     proto = result["protocol"]
-    lines = ["| corpus | classes | n | accuracy | UAR | macro-F1 | chance UAR |" + (
-        " folds (accuracy) |" if proto == "speakers" else " trained on |"),
-        "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    first = all("first_utterance_uar" in r for r in result["corpora"].values())
+    head = "| corpus | classes | n | accuracy | UAR | macro-F1 | chance UAR |" + (
+        " folds (accuracy) |" if proto == "speakers" else " trained on |")
+    lines = [head + (" UAR, first utterance |" if first else ""),
+             "| --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if first else "")]
     for name, r in result["corpora"].items():
         extra = (f"{r['accuracy_mean']:.3f} ± {r['accuracy_std']:.3f}" if proto == "speakers"
                  else ", ".join(r["trained_on"]))
         lines.append(f"| {name} | {len(r['labels'])} | {r['n']} | {r['accuracy']:.3f} | {r['uar']:.3f} | "
-                     f"{r['macro_f1']:.3f} | {r['chance_uar']:.3f} | {extra} |")
+                     f"{r['macro_f1']:.3f} | {r['chance_uar']:.3f} | {extra} |"
+                     + (f" {r['first_utterance_uar']:.3f} |" if first else ""))
     return "\n".join(lines)
 
 
@@ -488,6 +499,17 @@ def run_protocol(data_root: str | Path, protocol: str, cfg: MultiConfig, drop: s
     raise ValueError(f"unknown protocol {protocol!r} (speakers, corpora)")
 
 
+def save_logits(path: str | Path, result: dict, data: SpeechDataset, prior: float) -> None:
+    """A protocol's held-out logits with what the fusion fit needs: labels, corpora, speakers, paths,
+    classes, each file's speaker file count ``history`` (the statistics its ``logits`` used) and
+    ``prior``; LOCO also ``logits_first`` (each file scored as its speaker's first)."""
+    _, inverse, counts = np.unique(data.speakers, return_inverse=True, return_counts=True)
+    extra = {"logits_first": result["logits_first"]} if "logits_first" in result else {}
+    np.savez(path, logits=result["logits"], labels=data.labels, corpora=data.corpora, speakers=data.speakers,
+             paths=np.asarray(data.paths), classes=np.asarray(data.classes), history=counts[inverse],
+             prior=np.float64(prior), **extra)
+
+
 def train_final(data_root: str | Path, out: str | Path, cfg: MultiConfig, drop: str = "",
                 cache: str | Path | None = None, prior: float = 8.0, protocols: tuple[str, ...] = ("corpora",),
                 holdout: str = "ravdess:23,24") -> dict:
@@ -507,15 +529,14 @@ def train_final(data_root: str | Path, out: str | Path, cfg: MultiConfig, drop: 
             prev = json.loads(done.read_text())
             if prev.get("config") == asdict(cfg) and prev.get("dropped_features", "") == drop:
                 with np.load(logits_file) as z:
-                    if len(z["labels"]) == len(data):
+                    if len(z["labels"]) == len(data) and (proto != "corpora" or "logits_first" in z):
                         print(f"reusing {done}", flush=True)
-                        results[proto] = {**prev, "logits": z["logits"]}
+                        results[proto] = {**prev, **{k: z[k] for k in ("logits", "logits_first") if k in z}}
                         continue
         res = protocol_speakers(data, feats, cfg) if proto == "speakers" else protocol_corpora(data, feats, cfg)
         res["dropped_features"] = drop
         save_json(strip_logits(res), out / f"{proto}.json")
-        np.savez(out / f"{proto}_logits.npz", logits=res["logits"], labels=data.labels, corpora=data.corpora,
-                 speakers=data.speakers, paths=np.asarray(data.paths), classes=np.asarray(data.classes))
+        save_logits(out / f"{proto}_logits.npz", res, data, cfg.prior)
         results[proto] = res
     temperature = 1.0
     if "corpora" in results:
