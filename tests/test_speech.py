@@ -285,6 +285,24 @@ def test_cli_evaluate_speech(ravdess: Path, tmp_path: Path) -> None:
     assert bad.returncode != 0 and bad.stderr.startswith("error:")
 
 
+def test_cli_evaluate_speech_from_a_manifest_on_its_own_classes(ravdess: Path, tmp_path: Path) -> None:
+    """A folder with manifest.csv (file, speaker, emotion) is scored on the classes it has."""
+    files = sorted((ravdess / "Actor_23").glob("03-01-0[135]-*.ogg"))[::2]  # neutral, happy, angry
+    names = {"01": "neutral", "03": "happy", "05": "angry"}
+    rows = ["file,speaker,emotion"] + [f"{f},23,{names[f.name[6:8]]}" for f in files]
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "manifest.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "eval.json"
+    proc = run_cli("evaluate", "speech", "--data", str(tmp_path / "corpus"), "--speakers", "all", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert report["labels"] == ["neutral", "happy", "angry"] and report["n"] == len(files)
+    assert "scored on the 3 classes" in proc.stderr
+    (tmp_path / "corpus" / "manifest.csv").write_text("path,label\nx.wav,happy\n")
+    bad = run_cli("evaluate", "speech", "--data", str(tmp_path / "corpus"), "--speakers", "all")
+    assert bad.returncode != 0 and "lacks the column(s) emotion, file" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_train_speech_smoke(ravdess: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("torch")
     monkeypatch.setenv("EMOLENS_CACHE", str(tmp_path / "cache"))

@@ -45,6 +45,9 @@ def test_emodb_reader_counts() -> None:
     per = Counter(d.speakers.tolist())
     assert len(per) == 10 and per["03"] == 49 - 5 and per["16"] == 71 - 14
     assert d.corpus_classes["emodb"] == SPEECH_CORPORA["emodb"]
+    from emolens.voice import load_speech_data
+
+    assert load_speech_data(DATA / "emodb_speech").paths == d.paths  # its manifest is read the same way
 
 
 def test_urdu_reader_counts() -> None:

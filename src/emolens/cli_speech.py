@@ -111,7 +111,8 @@ def _protocol(data: Path, protocol: str, corpora: str, copies: int, norm: str, h
 
 
 def evaluate_speech(
-    data: Annotated[Path, typer.Option(help="RAVDESS folder (Actor_XX/03-01-...) or root/<label>/*.wav; with "
+    data: Annotated[Path, typer.Option(help="RAVDESS folder (Actor_XX/03-01-...), root/<label>/*.wav or a folder "
+                                            "with manifest.csv (file, speaker, emotion); with "
                                             "--protocol: the folder holding <corpus>_speech folders.")],
     protocol: Annotated[str, typer.Option(help="model: score the ONNX model on --data; speakers: speaker-"
                                                "independent CV within each corpus (multi-corpus model per fold); "
@@ -187,9 +188,16 @@ def evaluate_speech(
     ok = ~np.isnan(probs_arr).any(axis=1)
     if not ok.any():
         fail("no file could be decoded")
-    label_index = [net.labels.index(c) for c in dataset.classes]
-    pred = probs_arr[ok][:, label_index].argmax(1)
-    report = classification_report(dataset.labels[ok], pred, dataset.classes)
+    present = sorted(set(dataset.labels.tolist()))  # scored on the classes the data has, as in the protocols
+    classes = [dataset.classes[i] for i in present]
+    if len(classes) < len(dataset.classes):
+        typer.echo(f"note: scored on the {len(classes)} classes the data has: {', '.join(classes)}", err=True)
+    missing = [c for c in classes if c not in net.labels]
+    if missing:
+        fail(f"the model has no class {', '.join(missing)} (it knows {', '.join(net.labels)})")
+    pred = probs_arr[ok][:, [net.labels.index(c) for c in classes]].argmax(1)
+    truth = np.searchsorted(np.asarray(present), dataset.labels[ok])
+    report = classification_report(truth, pred, classes)
     report["model"] = str(net.path)
     report["speakers"] = sorted(set(dataset.speakers.tolist()))
     report["errors"] = errors

@@ -384,10 +384,16 @@ def load_speech_folder(root: str | os.PathLike) -> SpeechDataset:
 
 
 def load_speech_data(root: str | os.PathLike) -> SpeechDataset:
-    """RAVDESS layout if file names follow its convention, else the ``root/<label>/`` layout."""
+    """A labelled speech folder: ``manifest.csv`` (columns ``file``, ``speaker``, ``emotion``: see
+    :func:`load_manifest_corpus`; a ``<name>_speech`` folder of :data:`SPEECH_CORPORA` keeps its
+    label subset), else the RAVDESS layout if file names follow its convention, else the
+    ``root/<label>/`` layout."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"speech data folder not found: {root}")
+    if (root / "manifest.csv").is_file():
+        name = root.name.removesuffix("_speech")
+        return load_manifest_corpus(root, name if name in SPEECH_CORPORA else "")
     labelled = [p for p in root.iterdir() if p.is_dir()]
     try:
         if labelled and all(normalize_label(p.name) in RAVDESS8 for p in labelled):
@@ -439,20 +445,25 @@ def _read_manifest(root: Path) -> list[dict[str, str]]:
 def load_manifest_corpus(root: str | os.PathLike, corpus: str) -> SpeechDataset:
     """A speech corpus from its ``manifest.csv`` (columns ``file``, ``speaker`` or ``actor``,
     ``emotion``, optional ``gender``/``intensity``). Rows whose emotion is not in the corpus's
-    class subset (:data:`SPEECH_CORPORA`, e.g. EmoDB's ``boredom``) are dropped."""
+    class subset (:data:`SPEECH_CORPORA`, e.g. EmoDB's ``boredom``; any emolens class for another
+    corpus) are dropped."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"speech data folder not found: {root}")
     allowed = SPEECH_CORPORA.get(corpus, RAVDESS8)
     items = []
-    for row in _read_manifest(root):
+    rows = _read_manifest(root)
+    missing = {"file", "emotion"} - set(rows[0] if rows else {})
+    if missing:
+        raise ValueError(f"{root / 'manifest.csv'} lacks the column(s) {', '.join(sorted(missing))}")
+    for row in rows:
         try:
             name = normalize_label(row["emotion"])
         except ValueError:
             continue
         if name not in allowed:
             continue
-        speaker = row.get("speaker") or row.get("actor") or ""
+        speaker = row.get("speaker") or row.get("actor") or Path(row["file"]).stem  # unknown: a speaker per file
         if corpus == "ravdess" and speaker.isdigit():
             speaker = f"{int(speaker):02d}"
         items.append(SpeechItem(str(root / row["file"]), RAVDESS8.index(name), speaker, row.get("gender") or None,
