@@ -342,3 +342,39 @@ def test_score_files_statistics_modes(ravdess: Path, tmp_path: Path) -> None:
     assert not net.normalizer._n
     with pytest.raises(ValueError, match="statistics mode"):
         score_files(net, paths, spk, "sometimes")
+
+
+def test_cnn_masked_training_learns_nothing_from_classes_a_corpus_lacks() -> None:
+    """Corpus A labels only ``neutral`` (its loss is then always 0) and sounds like corpus B's
+    ``happy``: with the mask, the CNN still calls that sound ``happy``."""
+    pytest.importorskip("torch")
+    from emolens.datasets import SpeechDataset, SpeechItem
+    from emolens.train.speech import FeatureCache, SpeechTrainConfig, predict_items, train_one
+
+    rng = np.random.default_rng(0)
+    params = FeatureParams()
+    bands = {"happy": slice(40, 50), "sad": slice(5, 15)}
+
+    def clip(kind: str) -> np.ndarray:
+        db = rng.normal(-60, 3, (120, params.n_mels))
+        db[:, bands[kind]] += 30
+        return db
+
+    items, parts = [], []
+    for i in range(24):
+        kind = "happy" if i % 2 else "sad"
+        items.append(SpeechItem(f"b{i}.wav", RAVDESS8.index(kind), "b", corpus="b"))
+        parts.append(clip(kind))
+    for i in range(48):  # outnumbers B's happy clips 4 to 1: unmasked, it would teach "neutral"
+        items.append(SpeechItem(f"a{i}.wav", RAVDESS8.index("neutral"), "a", corpus="a"))
+        parts.append(clip("happy"))
+    n = len(items)
+    data = SpeechDataset(items, RAVDESS8, {"a": ("neutral",), "b": ("happy", "sad")})
+    cache = FeatureCache(np.concatenate(parts).astype(np.float16), np.arange(0, 120 * (n + 1), 120))
+    cfg = SpeechTrainConfig(data="", out="", epochs=5, batch_size=8, channels="4,8,8,8", spec_augment=False,
+                            noise=0.0, speed=0.0)
+    net, history = train_one(cfg, data, cache, np.arange(n), None, params, "test", mask=data.class_mask(),
+                             weights=np.ones(n))
+    assert np.isfinite(history[-1]["train_loss"])
+    probs = predict_items(net, cache, np.arange(24, n), "cnn", params)
+    assert probs[:, RAVDESS8.index("happy")].mean() > 2 * probs[:, RAVDESS8.index("neutral")].mean()

@@ -236,9 +236,12 @@ def predict_items(net: nn.Module, cache: FeatureCache, idx: np.ndarray, kind: st
 
 
 def train_one(cfg: SpeechTrainConfig, data: SpeechDataset, cache: FeatureCache, train_idx: np.ndarray,
-              test_idx: np.ndarray | None, params: FeatureParams, tag: str) -> tuple[nn.Module, list[dict]]:
+              test_idx: np.ndarray | None, params: FeatureParams, tag: str,
+              mask: np.ndarray | None = None, weights: np.ndarray | None = None) -> tuple[nn.Module, list[dict]]:
     """Train one model on ``train_idx``; logs test accuracy per epoch when ``test_idx`` is given
-    (for curves only: the last epoch is always the one kept)."""
+    (for curves only: the last epoch is always the one kept). Several corpora: ``mask`` ``(N, K)``
+    says which classes each item's corpus labels (the softmax and the label smoothing run over
+    those only) and ``weights`` ``(N,)`` weigh each item's loss (e.g. corpus/class balance)."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     k = len(data.classes)
@@ -275,14 +278,22 @@ def train_one(cfg: SpeechTrainConfig, data: SpeechDataset, cache: FeatureCache, 
             else:
                 x = torch.from_numpy(np.stack([aug(cache[i]) for i in idx]))
             y = torch.from_numpy(labels[idx])
-            target = F.one_hot(y, k).float() * (1 - cfg.label_smoothing) + cfg.label_smoothing / k
+            allowed = torch.from_numpy(mask[idx]) if mask is not None else torch.ones(len(idx), k, dtype=torch.bool)
+            spread = allowed.float() / allowed.sum(1, keepdim=True).float()
+            target = F.one_hot(y, k).float() * (1 - cfg.label_smoothing) + cfg.label_smoothing * spread
             if cfg.mixup > 0 and rng.random() < 0.5:
                 lam = float(rng.beta(cfg.mixup, cfg.mixup))
                 order = torch.from_numpy(rng.permutation(len(idx)))
                 x = lam * x + (1 - lam) * x[order]
                 target = lam * target + (1 - lam) * target[order]
             logits = net(x)
-            loss = -(target * F.log_softmax(logits, dim=1)).sum(1).mean()
+            logp = F.log_softmax(logits.masked_fill(~allowed, float("-inf")), dim=1).masked_fill(~allowed, 0.0)
+            per_item = -(target * logp).sum(1)
+            if weights is not None:
+                w = torch.from_numpy(weights[idx].astype(np.float32))
+                loss = (w * per_item).sum() / w.sum()
+            else:
+                loss = per_item.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
