@@ -26,6 +26,8 @@ Probes:
   encoder over 32 mel bands; its ONNX weights ship inside the Apache-2.0 ``openwakeword`` 0.4.0
   wheel: ``pip install --no-deps openwakeword==0.4.0``): the mean and standard deviation of its
   96-value embeddings over 0.76 s windows (80 ms hop), 192 more inputs.
+* ``encoder_global``: the speaker-encoder values normalised globally, the functionals per speaker.
+* ``functionals_global``: the functionals normalised globally, the speaker-encoder values per speaker.
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ from _common import cpu_name  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "benchmarks" / "results"
-PROBES = ("shipped", "global", "both_views", "same_emotion_history", "prior24", "wide", "smooth", "copies4", "kws")
+PROBES = ("shipped", "global", "both_views", "same_emotion_history", "prior24", "wide", "smooth", "copies4", "kws",
+          "encoder_global", "functionals_global")
 
 
 def both_views(base: Callable) -> Callable:
@@ -58,6 +61,19 @@ def both_views(base: Callable) -> Callable:
         z = base(feats, data, cfg, mean, var)
         g = ((feats - mean) / np.sqrt(var)).astype(np.float32)
         return np.concatenate([z, g], axis=-1)
+    return normalized
+
+
+def partly_global(base: Callable, encoder_global: bool) -> Callable:
+    """A normaliser like ``base`` where one feature group (the last 512 columns, the speaker
+    encoder's, or the functionals before them) is normalised with the global statistics instead."""
+    def normalized(feats: np.ndarray, data, cfg, mean: np.ndarray, var: np.ndarray) -> np.ndarray:  # noqa: ANN001
+        z = base(feats, data, cfg, mean, var)
+        cols = np.zeros(feats.shape[-1], dtype=bool)
+        cols[-512:] = True
+        cols = cols if encoder_global else ~cols
+        z[..., cols] = ((feats[..., cols] - mean[cols]) / np.sqrt(var[cols])).astype(np.float32)
+        return z
     return normalized
 
 
@@ -164,11 +180,12 @@ def main() -> None:
     configs = {"shipped": shipped, "global": replace(shipped, norm="global", prior=0.0),
                "both_views": shipped, "same_emotion_history": shipped, "prior24": replace(shipped, prior=24.0),
                "wide": replace(shipped, hidden=256, dropout=0.5), "smooth": replace(shipped, label_smoothing=0.2),
-               "copies4": replace(shipped, copies=4)}
+               "copies4": replace(shipped, copies=4), "encoder_global": shipped, "functionals_global": shipped}
     if "kws" in args.probes:
         configs["kws"] = with_kws(sm, sf, shipped)
     plain = sm.normalized
-    normalisers = {"both_views": both_views(plain), "same_emotion_history": same_emotion_history()}
+    normalisers = {"both_views": both_views(plain), "same_emotion_history": same_emotion_history(),
+                   "encoder_global": partly_global(plain, True), "functionals_global": partly_global(plain, False)}
     rows = []
     for name in args.probes:
         cfg = configs[name]
