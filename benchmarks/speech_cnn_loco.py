@@ -11,9 +11,10 @@ report as ``emolens evaluate speech --protocol corpora``.
     OMP_NUM_THREADS=1 python benchmarks/speech_cnn_loco.py --corpora urdu,turev      # run two at once
     python benchmarks/speech_cnn_loco.py --report                                      # the table
 
-Each held-out corpus writes ``benchmarks/results/speech_cnn_loco/<corpus>.json``; ``--report`` writes
-``benchmarks/results/speech_cnn_loco.md``. The log-mel of every file is cached on first use
-(``~/.cache/emolens``); build it once (``--corpora none``) before starting parallel runs.
+Each held-out corpus writes ``benchmarks/results/NAME/<corpus>.json`` (``--name``, default
+``speech_cnn_loco``); ``--report`` writes ``benchmarks/results/NAME.md``. The log-mel of every file
+is cached on first use (``~/.cache/emolens``); build it once (``--corpora none``) before starting
+parallel runs.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from _common import cpu_name  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
-OUT = REPO / "benchmarks" / "results" / "speech_cnn_loco"
+RESULTS = REPO / "benchmarks" / "results"
 
 
 def run(corpus: str, epochs: int, channels: str, data_root: Path) -> dict:
@@ -64,11 +65,12 @@ def run(corpus: str, epochs: int, channels: str, data_root: Path) -> dict:
     return rep
 
 
-def report() -> None:
-    """Assemble the per-corpus JSONs into ``speech_cnn_loco.md``."""
-    rows = {p.stem: json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))}
+def report(name: str) -> None:
+    """Assemble the per-corpus JSONs of ``results/<name>/`` into ``results/<name>.md``."""
+    out = RESULTS / name
+    rows = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
     if not rows:
-        sys.exit(f"no results in {OUT}")
+        sys.exit(f"no results in {out}")
     any_row = next(iter(rows.values()))
     lines = ["# Log-mel CNN, multi-corpus: leave-one-corpus-out", "",
              f"- date: {any_row['date']}", f"- machine: {any_row['machine']}",
@@ -77,13 +79,13 @@ def report() -> None:
              f"- CNN channels {any_row['channels']}, {any_row['epochs']} epochs, seed 0", "",
              "| held-out corpus | classes | n | accuracy | UAR | macro-F1 | chance UAR | trained on | train time |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for name, r in rows.items():
-        lines.append(f"| {name} | {len(r['labels'])} | {r['n']} | {r['accuracy']:.3f} | {r['uar']:.3f} | "
+    for corpus, r in rows.items():
+        lines.append(f"| {corpus} | {len(r['labels'])} | {r['n']} | {r['accuracy']:.3f} | {r['uar']:.3f} | "
                      f"{r['macro_f1']:.3f} | {r['chance_uar']:.3f} | {', '.join(r['trained_on'])} | "
                      f"{r['train_seconds'] / 60:.0f} min |")
     lines += ["", "Same protocol as the shipped MLP's leave-one-corpus-out table (`models/speech_emotion.md`: "
               "0.377 / 0.657 / 0.378 / 0.475 for RAVDESS / EmoDB / URDU / TurEV)."]
-    (OUT.parent / "speech_cnn_loco.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
@@ -94,10 +96,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--channels", default="16,32,64,128")
     ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--name", default="speech_cnn_loco", help="results: benchmarks/results/NAME/ and NAME.md")
     ap.add_argument("--report", action="store_true", help="only assemble the table from the stored results")
     args = ap.parse_args()
     if args.report:
-        report()
+        report(args.name)
         return
     if args.corpora == "none":
         from emolens.datasets import load_speech_corpora
@@ -106,14 +109,16 @@ def main() -> None:
 
         build_cache(load_speech_corpora(args.data), FeatureParams())
         return
-    OUT.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / args.name
+    out.mkdir(parents=True, exist_ok=True)
     for corpus in [c.strip() for c in args.corpora.split(",") if c.strip()]:
         rep = run(corpus, args.epochs, args.channels, args.data)
         rep.update(date=datetime.date.today().isoformat(),
                    machine=f"{cpu_name()}, {platform.machine()}, Python {platform.python_version()}",
                    command=f"OMP_NUM_THREADS=1 python benchmarks/speech_cnn_loco.py --corpora {corpus} "
-                           f"--epochs {args.epochs} --channels {args.channels}")
-        (OUT / f"{corpus}.json").write_text(json.dumps({k: v for k, v in rep.items() if k != "logits"}, indent=2))
+                           f"--epochs {args.epochs} --channels {args.channels}"
+                           + (f" --name {args.name}" if args.name != "speech_cnn_loco" else ""))
+        (out / f"{corpus}.json").write_text(json.dumps({k: v for k, v in rep.items() if k != "logits"}, indent=2))
         print(f"{corpus}: UAR {rep['uar']:.3f} (chance {rep['chance_uar']:.3f})", flush=True)
 
 

@@ -279,7 +279,7 @@ def test_cli_evaluate_speech(ravdess: Path, tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert {"accuracy", "macro_f1", "per_class", "confusion", "labels", "n"} <= set(report)
     assert report["labels"] == list(RAVDESS8) and report["n"] == 120
-    assert report["speakers"] == ["23", "24"]
+    assert report["speakers"] == ["23", "24"] and report["stats"] == "full"
     assert (tmp_path / "eval.confusion.png").is_file()
     bad = run_cli("evaluate", "speech", "--data", str(tmp_path / "nowhere"))
     assert bad.returncode != 0 and bad.stderr.startswith("error:")
