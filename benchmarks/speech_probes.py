@@ -65,12 +65,16 @@ def both_views(base: Callable) -> Callable:
 
 
 def partly_global(base: Callable, encoder_global: bool) -> Callable:
-    """A normaliser like ``base`` where one feature group (the last 512 columns, the speaker
-    encoder's, or the functionals before them) is normalised with the global statistics instead."""
+    """A normaliser like ``base`` where one feature group (the speaker encoder's columns, last, or
+    the functionals before them) is normalised with the global statistics instead."""
+    from emolens.voice.encoder import encoder_feature_names
+
+    n_encoder = len(encoder_feature_names())
+
     def normalized(feats: np.ndarray, data, cfg, mean: np.ndarray, var: np.ndarray) -> np.ndarray:  # noqa: ANN001
         z = base(feats, data, cfg, mean, var)
         cols = np.zeros(feats.shape[-1], dtype=bool)
-        cols[-512:] = True
+        cols[-n_encoder:] = True
         cols = cols if encoder_global else ~cols
         z[..., cols] = ((feats[..., cols] - mean[cols]) / np.sqrt(var[cols])).astype(np.float32)
         return z

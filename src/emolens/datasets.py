@@ -453,7 +453,7 @@ def load_manifest_corpus(root: str | os.PathLike, corpus: str) -> SpeechDataset:
     allowed = SPEECH_CORPORA.get(corpus, RAVDESS8)
     items = []
     rows = _read_manifest(root)
-    missing = {"file", "emotion"} - set(rows[0] if rows else {})
+    missing = {"file", "emotion"} - set(rows[0]) if rows else set()  # no rows at all: "no usable rows" below
     if missing:
         raise ValueError(f"{root / 'manifest.csv'} lacks the column(s) {', '.join(sorted(missing))}")
     for row in rows:

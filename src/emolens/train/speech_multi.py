@@ -499,15 +499,12 @@ def run_protocol(data_root: str | Path, protocol: str, cfg: MultiConfig, drop: s
     raise ValueError(f"unknown protocol {protocol!r} (speakers, corpora)")
 
 
-def save_logits(path: str | Path, result: dict, data: SpeechDataset, prior: float) -> None:
-    """A protocol's held-out logits with what the fusion fit needs: labels, corpora, speakers, paths,
-    classes, each file's speaker file count ``history`` (the statistics its ``logits`` used) and
-    ``prior``; LOCO also ``logits_first`` (each file scored as its speaker's first)."""
-    _, inverse, counts = np.unique(data.speakers, return_inverse=True, return_counts=True)
+def save_logits(path: str | Path, result: dict, data: SpeechDataset) -> None:
+    """A protocol's held-out logits with what the fusion fit needs (labels, corpora, speakers,
+    paths, classes); LOCO also ``logits_first`` (each file scored as its speaker's first)."""
     extra = {"logits_first": result["logits_first"]} if "logits_first" in result else {}
     np.savez(path, logits=result["logits"], labels=data.labels, corpora=data.corpora, speakers=data.speakers,
-             paths=np.asarray(data.paths), classes=np.asarray(data.classes), history=counts[inverse],
-             prior=np.float64(prior), **extra)
+             paths=np.asarray(data.paths), classes=np.asarray(data.classes), **extra)
 
 
 def train_final(data_root: str | Path, out: str | Path, cfg: MultiConfig, drop: str = "",
@@ -536,7 +533,7 @@ def train_final(data_root: str | Path, out: str | Path, cfg: MultiConfig, drop: 
         res = protocol_speakers(data, feats, cfg) if proto == "speakers" else protocol_corpora(data, feats, cfg)
         res["dropped_features"] = drop
         save_json(strip_logits(res), out / f"{proto}.json")
-        save_logits(out / f"{proto}_logits.npz", res, data, cfg.prior)
+        save_logits(out / f"{proto}_logits.npz", res, data)
         results[proto] = res
     temperature = 1.0
     if "corpora" in results:
