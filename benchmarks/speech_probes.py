@@ -28,6 +28,13 @@ Probes:
   96-value embeddings over 0.76 s windows (80 ms hop), 192 more inputs.
 * ``encoder_global``: the speaker-encoder values normalised globally, the functionals per speaker.
 * ``functionals_global``: the functionals normalised globally, the speaker-encoder values per speaker.
+* ``egemaps`` / ``compare``: the recipe plus openSMILE's eGeMAPSv02 (88) or ComParE_2016 (6,373)
+  utterance functionals (``pip install opensmile``; its binary ships inside the wheel, under
+  audEERING's research licence), per-speaker normalised like the rest.
+* ``egemaps_instead`` / ``compare_instead``: openSMILE's set in place of the numpy functionals
+  (speaker-encoder values kept).
+* ``functionals_alone`` / ``egemaps_alone``: the numpy functionals alone, or openSMILE's eGeMAPSv02
+  alone (no speaker encoder): the two classic functional sets side by side.
 """
 
 from __future__ import annotations
@@ -52,7 +59,8 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "benchmarks" / "results"
 PROBES = ("shipped", "global", "both_views", "same_emotion_history", "prior24", "wide", "smooth", "copies4", "kws",
-          "encoder_global", "functionals_global")
+          "encoder_global", "functionals_global", "egemaps", "compare", "egemaps_instead",
+          "compare_instead", "functionals_alone", "egemaps_alone")
 
 
 def both_views(base: Callable) -> Callable:
@@ -142,31 +150,62 @@ def kws_embedder() -> Callable[[np.ndarray], np.ndarray]:
     return embed
 
 
-def with_kws(sm, sf, base):  # noqa: ANN001, ANN201
-    """A config class reading the ``kws`` feature kind too, with the cache and name hooks it needs."""
+def smile_embedder(feature_set: str) -> Callable[[np.ndarray], np.ndarray]:
+    """``audio (16 kHz float) -> float32 (D,)``: openSMILE's functionals of ``feature_set``
+    (``eGeMAPSv02``: 88, ``ComParE_2016``: 6,373), from the ``opensmile`` wheel (its binary ships
+    inside; audEERING research licence): ``pip install opensmile``."""
+    try:
+        import opensmile
+    except ImportError:
+        sys.exit("the egemaps/compare probes need openSMILE: pip install opensmile")
+    smile = opensmile.Smile(feature_set=getattr(opensmile.FeatureSet, feature_set),
+                            feature_level=opensmile.FeatureLevel.Functionals)
+
+    def embed(audio: np.ndarray) -> np.ndarray:
+        x = smile.process_signal(np.asarray(audio, np.float32), 16000).to_numpy(np.float32)[0]
+        return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+
+    return embed
+
+
+#: Extra representations a probe can add to the recipe: kind -> (dimension, embedder factory).
+EXTRA_KINDS: dict[str, tuple[int, Callable[[], Callable[[np.ndarray], np.ndarray]]]] = {
+    "kws": (192, kws_embedder),
+    "egemaps": (88, lambda: smile_embedder("eGeMAPSv02")),
+    "compare": (6373, lambda: smile_embedder("ComParE_2016")),
+}
+
+
+def with_extra(sm, sf, base, extra: tuple[str, ...], functionals: bool = True):  # noqa: ANN001, ANN201
+    """A config class reading the ``extra`` feature kinds (:data:`EXTRA_KINDS`) after the recipe's
+    own (without its numpy functionals if not ``functionals``), with the cache and name hooks they need."""
     from dataclasses import dataclass
 
-    sf.KINDS.setdefault("kws", "-kws")
+    for kind in EXTRA_KINDS:
+        sf.KINDS.setdefault(kind, f"-{kind}")
     extractors, names = sf._extractors, sm.feature_names
 
     def _extractors(kinds: list[str]) -> dict:
-        out = extractors([k for k in kinds if k != "kws"])
-        if "kws" in kinds:
-            out["kws"] = kws_embedder()
+        out = extractors([k for k in kinds if k not in EXTRA_KINDS])
+        out.update({k: EXTRA_KINDS[k][1]() for k in kinds if k in EXTRA_KINDS})
         return out
 
     @dataclass
-    class KwsConfig(sm.MultiConfig):
+    class ExtraConfig(sm.MultiConfig):
         @property
         def kinds(self) -> tuple[str, ...]:
-            return (*super().kinds, "kws")
+            return (*(k for k in super().kinds if functionals or k != "functionals"), *extra)
 
     def feature_names(cfg) -> list[str]:  # noqa: ANN001
-        extra = [f"kws_{s}_{i}" for s in ("mean", "std") for i in range(96)] if isinstance(cfg, KwsConfig) else []
-        return names(cfg) + extra
+        if not isinstance(cfg, ExtraConfig):
+            return names(cfg)
+        from emolens.voice.features import functional_names
+
+        own = names(cfg)[0 if functionals else len(functional_names()):]
+        return own + [f"{k}_{i}" for k in extra for i in range(EXTRA_KINDS[k][0])]
 
     sf._extractors, sm.feature_names = _extractors, feature_names
-    return KwsConfig(**{f: getattr(base, f) for f in base.__dataclass_fields__})
+    return ExtraConfig(**{f: getattr(base, f) for f in base.__dataclass_fields__})
 
 
 def main() -> None:
@@ -178,6 +217,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--probes", nargs="+", default=list(PROBES), choices=PROBES)
     ap.add_argument("--out", type=Path, default=RESULTS / "speech_probes.md")
+    ap.add_argument("--ravdess-cv", action="store_true",
+                    help="also run RAVDESS 8-class speaker-independent CV (6 folds) for each probe")
     args = ap.parse_args()
 
     shipped = sm.MultiConfig(hidden=128, epochs=150, copies=2, norm="online", prior=8.0, encoder=True, threads=1)
@@ -185,8 +226,15 @@ def main() -> None:
                "both_views": shipped, "same_emotion_history": shipped, "prior24": replace(shipped, prior=24.0),
                "wide": replace(shipped, hidden=256, dropout=0.5), "smooth": replace(shipped, label_smoothing=0.2),
                "copies4": replace(shipped, copies=4), "encoder_global": shipped, "functionals_global": shipped}
-    if "kws" in args.probes:
-        configs["kws"] = with_kws(sm, sf, shipped)
+    for name in ("kws", "egemaps", "compare"):
+        if name in args.probes:
+            configs[name] = with_extra(sm, sf, shipped, (name,))
+    for name in ("egemaps_instead", "compare_instead"):
+        if name in args.probes:
+            configs[name] = with_extra(sm, sf, shipped, (name.split("_")[0],), functionals=False)
+    configs["functionals_alone"] = replace(shipped, encoder=False)
+    if "egemaps_alone" in args.probes:
+        configs["egemaps_alone"] = with_extra(sm, sf, replace(shipped, encoder=False), ("egemaps",), functionals=False)
     plain = sm.normalized
     normalisers = {"both_views": both_views(plain), "same_emotion_history": same_emotion_history(),
                    "encoder_global": partly_global(plain, True), "functionals_global": partly_global(plain, False)}
@@ -198,11 +246,15 @@ def main() -> None:
         sm.normalized = normalisers.get(name, plain)  # protocol_corpora looks it up at call time
         try:
             res = sm.protocol_corpora(data, feats, cfg, log=False)
+            cv = (sm.protocol_speakers(data, feats, cfg, corpora=["ravdess"], log=False)["corpora"]["ravdess"]
+                  if args.ravdess_cv else None)
         finally:
             sm.normalized = plain
         uar = {c: round(float(r["uar"]), 4) for c, r in res["corpora"].items()}
         rows.append({"probe": name, "uar": uar, "seconds": round(time.perf_counter() - start, 1)})
-        print(name, uar, flush=True)
+        if cv is not None:
+            rows[-1]["ravdess_cv_accuracy"] = round(float(cv["accuracy"]), 4)
+        print(name, uar, *([f"RAVDESS CV {cv['accuracy']:.3f}"] if cv is not None else []), flush=True)
     corpora = list(rows[0]["uar"])
     chance = {c: round(float(r["chance_uar"]), 4) for c, r in res["corpora"].items()}
     lines = ["# Voice recipe probes: leave-one-corpus-out UAR", "",
@@ -210,10 +262,14 @@ def main() -> None:
              f"- machine: {cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}",
              f"- command: `OMP_NUM_THREADS=1 python benchmarks/speech_probes.py {' '.join(sys.argv[1:])}`".rstrip(),
              "- floor: 2x chance UAR on every corpus (" + ", ".join(f"{c} {2 * chance[c]:.3f}" for c in corpora) + ")",
-             "", "| probe | " + " | ".join(corpora) + " |", "|---|" + "---:|" * len(corpora)]
-    lines += [f"| {r['probe']} | " + " | ".join(f"{r['uar'][c]:.3f}" for c in corpora) + " |" for r in rows]
+             "", "| probe | " + " | ".join(corpora) + " |"
+             + (" RAVDESS speaker-CV accuracy |" if args.ravdess_cv else ""),
+             "|---|" + "---:|" * (len(corpora) + args.ravdess_cv)]
+    lines += [f"| {r['probe']} | " + " | ".join(f"{r['uar'][c]:.3f}" for c in corpora) + " |"
+              + (f" {r['ravdess_cv_accuracy']:.3f} |" if args.ravdess_cv else "") for r in rows]
     lines += ["", "Probes: see the docstring of `benchmarks/speech_probes.py`. Each row trains 4 models "
-              "(one per held-out corpus), seed 0."]
+              "(one per held-out corpus), seed 0; the first columns are leave-one-corpus-out UAR"
+              + (", the last RAVDESS 6-fold speaker-CV accuracy (6 more models)." if args.ravdess_cv else ".")]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     args.out.with_suffix(".json").write_text(json.dumps({"date": datetime.date.today().isoformat(),
