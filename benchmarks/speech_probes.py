@@ -35,6 +35,10 @@ Probes:
   (speaker-encoder values kept).
 * ``functionals_alone`` / ``egemaps_alone``: the numpy functionals alone, or openSMILE's eGeMAPSv02
   alone (no speaker encoder): the two classic functional sets side by side.
+* ``cold_start``: a model for voices heard for the first time: every training copy (clean and
+  augmented) is normalised as its speaker's first utterance (the statistics of that file alone,
+  shrunk with the prior), as the first-utterance score normalises the test files. Compare its
+  first-utterance column (``--first-utterance``) with the shipped recipe's.
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "benchmarks" / "results"
 PROBES = ("shipped", "global", "both_views", "same_emotion_history", "prior24", "wide", "smooth", "copies4", "kws",
           "encoder_global", "functionals_global", "egemaps", "compare", "egemaps_instead",
-          "compare_instead", "functionals_alone", "egemaps_alone")
+          "compare_instead", "functionals_alone", "egemaps_alone", "cold_start")
 
 
 def both_views(base: Callable) -> Callable:
@@ -87,6 +91,14 @@ def partly_global(base: Callable, encoder_global: bool) -> Callable:
         z[..., cols] = ((feats[..., cols] - mean[cols]) / np.sqrt(var[cols])).astype(np.float32)
         return z
     return normalized
+
+
+def cold_start(feats: np.ndarray, data, cfg, mean: np.ndarray, var: np.ndarray) -> np.ndarray:  # noqa: ANN001
+    """Every copy normalised as its speaker's first utterance (the ``cold_start`` probe)."""
+    from emolens.train.speech_multi import online_normalize
+
+    rng = np.random.default_rng(cfg.seed + 17)
+    return np.stack([online_normalize(f, data.speakers, mean, var, cfg.prior, rng, sizes=(1,)) for f in feats])
 
 
 def same_emotion_history(share: float = 1 / 3) -> Callable:
@@ -217,6 +229,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--probes", nargs="+", default=list(PROBES), choices=PROBES)
     ap.add_argument("--out", type=Path, default=RESULTS / "speech_probes.md")
+    ap.add_argument("--first-utterance", action="store_true",
+                    help="also report each corpus's UAR with every test file scored as its speaker's first utterance")
     ap.add_argument("--ravdess-cv", action="store_true",
                     help="also run RAVDESS 8-class speaker-independent CV (6 folds) for each probe")
     args = ap.parse_args()
@@ -233,11 +247,13 @@ def main() -> None:
         if name in args.probes:
             configs[name] = with_extra(sm, sf, shipped, (name.split("_")[0],), functionals=False)
     configs["functionals_alone"] = replace(shipped, encoder=False)
+    configs["cold_start"] = shipped
     if "egemaps_alone" in args.probes:
         configs["egemaps_alone"] = with_extra(sm, sf, replace(shipped, encoder=False), ("egemaps",), functionals=False)
     plain = sm.normalized
     normalisers = {"both_views": both_views(plain), "same_emotion_history": same_emotion_history(),
-                   "encoder_global": partly_global(plain, True), "functionals_global": partly_global(plain, False)}
+                   "encoder_global": partly_global(plain, True), "functionals_global": partly_global(plain, False),
+                   "cold_start": cold_start}
     rows = []
     for name in args.probes:
         cfg = configs[name]
@@ -252,6 +268,9 @@ def main() -> None:
             sm.normalized = plain
         uar = {c: round(float(r["uar"]), 4) for c, r in res["corpora"].items()}
         rows.append({"probe": name, "uar": uar, "seconds": round(time.perf_counter() - start, 1)})
+        if args.first_utterance:
+            rows[-1]["first_utterance_uar"] = {c: round(float(r["first_utterance_uar"]), 4)
+                                               for c, r in res["corpora"].items()}
         if cv is not None:
             rows[-1]["ravdess_cv_accuracy"] = round(float(cv["accuracy"]), 4)
         print(name, uar, *([f"RAVDESS CV {cv['accuracy']:.3f}"] if cv is not None else []), flush=True)
@@ -263,12 +282,18 @@ def main() -> None:
              f"- command: `OMP_NUM_THREADS=1 python benchmarks/speech_probes.py {' '.join(sys.argv[1:])}`".rstrip(),
              "- floor: 2x chance UAR on every corpus (" + ", ".join(f"{c} {2 * chance[c]:.3f}" for c in corpora) + ")",
              "", "| probe | " + " | ".join(corpora) + " |"
+             + ("".join(f" {c}, first utterance |" for c in corpora) if args.first_utterance else "")
              + (" RAVDESS speaker-CV accuracy |" if args.ravdess_cv else ""),
-             "|---|" + "---:|" * (len(corpora) + args.ravdess_cv)]
+             "|---|" + "---:|" * (len(corpora) * (1 + args.first_utterance) + args.ravdess_cv)]
     lines += [f"| {r['probe']} | " + " | ".join(f"{r['uar'][c]:.3f}" for c in corpora) + " |"
+              + ("".join(f" {r['first_utterance_uar'][c]:.3f} |" for c in corpora) if args.first_utterance else "")
               + (f" {r['ravdess_cv_accuracy']:.3f} |" if args.ravdess_cv else "") for r in rows]
     lines += ["", "Probes: see the docstring of `benchmarks/speech_probes.py`. Each row trains 4 models "
               "(one per held-out corpus), seed 0; the first columns are leave-one-corpus-out UAR"
+              + (" (each file normalised with all of its speaker's files), then the same models with every test "
+                 "file scored as its speaker's first utterance" if args.first_utterance else "")
+              + (". `cold_start` normalises every file as a first utterance, the test files too, so its two "
+                 "column groups are the same score" if "cold_start" in args.probes else "")
               + (", the last RAVDESS 6-fold speaker-CV accuracy (6 more models)." if args.ravdess_cv else ".")]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
