@@ -113,12 +113,13 @@ def l2_sweep(pf, pv, y, t_face: float, t_voice: float, test_bed, clips, l2s=(0.0
     return rows
 
 
-def pairing(oof_path: Path, out_json: Path, seeds: int = 5, sweep: bool = False) -> dict:
+def pairing(oof_path: Path, out_json: Path, seeds: int = 5, sweep: bool = False, cold: Path | None = None) -> dict:
     """Fit the calibrated fusion on PublicTest x speakers A, score it on PrivateTest x speakers B.
 
     The fit uses each clip scored with its speaker's full statistics (a familiar voice). Where the
     logits file has ``logits_first`` (each clip scored as its speaker's first utterance: a new
-    voice) the test bed is also scored with those."""
+    voice) the test bed is also scored with those; ``cold`` (the cold-start model's LOCO logits,
+    ``norm="first"``) replaces them with what the shipped pipeline uses for a voice's first segment."""
     import numpy as np
 
     from emolens.fusion import FUSION_LABELS, FusionWeights, fold_vector
@@ -153,7 +154,14 @@ def pairing(oof_path: Path, out_json: Path, seeds: int = 5, sweep: bool = False)
         return np.stack([fold_vector(p / p.sum(), classes) for p in e])
 
     warm = folded(z["logits"][keep])
-    cold = folded(z["logits_first"][keep]) if "logits_first" in z else None
+    first = z["logits_first"] if "logits_first" in z else None
+    cold_path = cold
+    if cold_path is not None:
+        zc = np.load(cold_path)
+        if zc["paths"].tolist() != z["paths"].tolist():
+            sys.exit(f"{cold_path} and {oof_path} do not hold the same clips in the same order")
+        first = zc["logits_first"]
+    cold = folded(first[keep]) if first is not None else None
     speakers = speakers_all[keep]
     vy = np.array([FUSION_LABELS.index(FOLD_TO_FER7[classes[k]]) for k in z["labels"][keep]])
     names = sorted(set(speakers.tolist()))
@@ -206,10 +214,12 @@ def pairing(oof_path: Path, out_json: Path, seeds: int = 5, sweep: bool = False)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "fusion_pairing.json").write_text(json.dumps(result, indent=2))
     lines = ["# Pairing test bed: FER2013 PrivateTest faces x held-out speech of the same label", "",
-             f"command: `python benchmarks/eval_fusion.py --pairing {oof_path}{' --sweep' if sweep else ''}`", "",
+             f"command: `python benchmarks/eval_fusion.py --pairing {oof_path}{' --sweep' if sweep else ''}"
+             f"{f' --cold {cold_path}' if cold_path else ''}`", "",
              "Voice history: *familiar* = each clip normalised with its speaker's full statistics (a person heard "
              "for a while); *new* = each clip scored as its speaker's first utterance (a voice heard for the first "
-             "time, e.g. a short clip).", "",
+             "time, e.g. a short clip)" + (", by the cold-start model the pipeline uses for a voice's first segment"
+                                           if cold_path else "") + ".", "",
              "| | voice history | face | voice | fused (calibrated) | weighted mean (per-class accuracy) | product |",
              "| --- | --- | --- | --- | --- | --- | --- |",
              *(f"| seed {r['seed']} (n={r['n']}) | {r['voice_history']} | {r['face']:.4f} | {r['voice']:.4f} | "
@@ -240,9 +250,11 @@ def main() -> None:
                     "run the test bed")
     ap.add_argument("--out", type=Path, default=REPO / "src" / "emolens" / "models" / "fusion.json")
     ap.add_argument("--sweep", action="store_true", help="with --pairing: also compare L2 strengths of the fit")
+    ap.add_argument("--cold", type=Path, help="with --pairing: the cold-start model's LOCO logits (corpora_logits.npz "
+                    "of `emolens train speech --norm first`) for the new-voice rows")
     args = ap.parse_args()
     if args.pairing:
-        pairing(args.pairing, args.out, sweep=args.sweep)
+        pairing(args.pairing, args.out, sweep=args.sweep, cold=args.cold)
         return
     from emolens.fusion import FUSION_LABELS, fold_vector
     from emolens.video import VideoAnalyzer, VideoOptions

@@ -147,6 +147,35 @@ def test_loco_scores_each_test_file_with_full_and_first_utterance_statistics(tmp
         assert z["logits_first"].shape == z["logits"].shape and list(z["speakers"]) == list(data.speakers)
 
 
+def test_cold_start_training_normalises_every_file_as_a_first_utterance() -> None:
+    pytest.importorskip("torch")
+    from emolens.datasets import SpeechDataset, SpeechItem
+    from emolens.train.speech_multi import MultiConfig, global_stats, normalized, protocol_corpora
+    from emolens.voice.model import shrunk_stats
+
+    rng = np.random.default_rng(1)
+    classes = ("neutral", "happy", "sad", "angry")
+    items, rows = [], []
+    for corpus in ("a", "b", "c"):
+        for spk in range(6):
+            offset = rng.normal(0, 1.0, 12)
+            for k in range(16):
+                items.append(SpeechItem(f"{corpus}/{spk}/{k}.wav", RAVDESS8.index(classes[k % 4]), f"{corpus}/{spk}",
+                                        corpus=corpus))
+                rows.append(offset + 1.5 * np.eye(12)[k % 4] + rng.normal(0, 0.5, 12))
+    data = SpeechDataset(items, RAVDESS8, {c: classes for c in "abc"})
+    feats = np.stack([np.asarray(rows)] * 2)
+    cold = MultiConfig(epochs=120, hidden=16, copies=1, norm="first", prior=2.0)
+    mean, var = global_stats(feats, np.arange(len(data)))
+    z = normalized(feats, data, cold, mean, var)
+    x = feats[1, 5].astype(np.float64)  # any file of any copy: the statistics of that file alone
+    m, sd = shrunk_stats(1, x, x * x, mean, var, 2.0)
+    assert np.allclose(z[1, 5], (x - m) / sd, atol=1e-5)
+    res = protocol_corpora(data, feats, cold, log=False)
+    for r in res["corpora"].values():  # its test files are first utterances whichever way they are scored
+        assert r["uar"] == r["first_utterance_uar"] and r["uar"] > 0.45, r
+
+
 def test_seed_ensemble_merges_into_one_mlp_with_averaged_logits(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnx")
@@ -255,6 +284,23 @@ def test_shipped_model_per_speaker_state(ravdess: Path) -> None:
     p1 = model.predict_audio(audio, speaker="x")
     p2 = model.predict_audio(audio, speaker="x")  # the same person again: statistics moved
     assert not np.allclose(p1, p2)
+
+
+def test_a_voice_heard_for_the_first_time_goes_to_the_cold_start_model(ravdess: Path) -> None:
+    model = SpeechEmotionModel()
+    assert model.cold is not None and model.cold.meta["normalization"]["mode"] == "first"
+    x = model.raw_features(load_audio(ravdess / "Actor_23" / "03-01-05-02-01-01-23.ogg"))
+    cold = model.cold.predict_windows(model.cold.normalizer.normalize_alone(x)[None])[0]
+    first = model.predict_features(x, speaker="cold-start test")[0]
+    assert np.allclose(first, cold, atol=1e-6)  # one segment heard: the cold-start model
+    assert np.allclose(model.predict_features(x)[0], cold, atol=1e-6)  # no speaker: a new voice too
+    second = model.predict_features(x, speaker="cold-start test")[0]  # heard twice: the main model
+    warm = model.predict_windows(model.normalizer.normalize(x, "cold-start test")[None])[0]
+    assert np.allclose(second, warm, atol=1e-6) and not np.allclose(second, cold, atol=1e-3)
+    norm = SpeakerNormalizer(model.normalizer.mean, np.sqrt(model.normalizer.var), model.normalizer.prior)
+    norm.update(x, "a")  # one segment: the speaker's statistics are those of the segment alone
+    assert norm.count("a") == 1 and norm.count("b") == 0
+    assert np.allclose(norm.normalize(x, "a"), norm.normalize_alone(x), atol=1e-5)
 
 
 def test_video_voice_is_rescored_per_tracked_person(ravdess: Path) -> None:

@@ -95,7 +95,8 @@ def _protocol(data: Path, protocol: str, corpora: str, copies: int, norm: str, h
         from emolens.train.speech_multi import MultiConfig, confusions, run_protocol, save_json, strip_logits, table
     except ImportError as exc:
         fail(f"the generalisation protocols train models and need PyTorch: pip install 'emolens[train]' ({exc})")
-    cfg = MultiConfig(copies=copies, norm=norm, hidden=hidden, epochs=epochs, prior=8.0 if norm == "online" else 0.0,
+    cfg = MultiConfig(copies=copies, norm=norm, hidden=hidden, epochs=epochs,
+                      prior=8.0 if norm in ("online", "first") else 0.0,
                       encoder=encoder, seeds=seeds, adversary=adversary)
     chosen = [c.strip() for c in corpora.split(",") if c.strip()] or None
     try:
@@ -120,7 +121,8 @@ def evaluate_speech(
     corpora: Annotated[str, typer.Option(help="--protocol: corpora to test (comma list; default all).")] = "",
     copies: Annotated[int, typer.Option(help="--protocol: augmented copies per training file.")] = 2,
     norm: Annotated[str, typer.Option(help="--protocol: feature normalisation: speaker, online (speaker + simulated "
-                                           "online accumulation, prior 8), corpus, global.")] = "online",
+                                           "online accumulation, prior 8), first (every file as its speaker's first "
+                                           "utterance: the cold-start model), corpus, global.")] = "online",
     hidden: Annotated[int, typer.Option(help="--protocol: MLP hidden units (0: linear).")] = 128,
     epochs: Annotated[int, typer.Option(help="--protocol: full-batch training epochs.")] = 150,
     drop: Annotated[str, typer.Option(help="--protocol: functionals to leave out (name prefixes, |-separated).")]
@@ -220,7 +222,9 @@ def train_speech_cmd(
                                             "folders; the shipped recipe).")] = "cnn",
     copies: Annotated[int, typer.Option(help="functionals: augmented copies per file.")] = 2,
     norm: Annotated[str, typer.Option(help="functionals: normalisation (speaker, online: per speaker with the "
-                                           "online accumulation simulated on the augmented copies, corpus, global).")]
+                                           "online accumulation simulated on the augmented copies, first: every "
+                                           "file as its speaker's first utterance (the cold-start model), corpus, "
+                                           "global).")]
     = "online",
     prior: Annotated[float, typer.Option(help="functionals: pseudo-observations of the global statistics in the "
                                              "per-speaker normalisation (the same at inference).")] = 8.0,
@@ -257,7 +261,8 @@ def train_speech_cmd(
         except ImportError as exc:
             fail(f"training needs PyTorch: pip install 'emolens[train]' ({exc})")
         cfg = MultiConfig(copies=copies, norm=norm, hidden=hidden, epochs=epochs if epochs != 45 else 150,
-                          seed=seed, threads=threads, prior=prior if norm == "online" else 0.0, encoder=encoder,
+                          seed=seed, threads=threads, prior=prior if norm in ("online", "first") else 0.0,
+                          encoder=encoder,
                           seeds=seeds, adversary=adversary)
         protocols = ("corpora", "speakers") if cv else ("corpora",)
         try:

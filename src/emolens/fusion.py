@@ -489,8 +489,8 @@ class AVFuser:
         if key not in self._track_probs:
             model, norm = self._rescore
             norm.update(segment.features, ("track", track_id))
-            x = norm.normalize(segment.features, ("track", track_id))[None]
-            p = model.combine(model.predict_windows(x), None if segment.partner is None else segment.partner[None])
+            p = model.predict_normalized(segment.features, norm, ("track", track_id))[None]
+            p = model.combine(p, None if segment.partner is None else segment.partner[None])
             self._track_probs[key] = fold_vector(p[0], model.labels)
         return self._track_probs[key]
 

@@ -94,7 +94,7 @@ def norm_groups(data: SpeechDataset, mode: str) -> np.ndarray:
         return data.corpora
     if mode == "global":
         return np.zeros(len(data), dtype=int)
-    raise ValueError(f"unknown normalisation {mode!r} (speaker, corpus, global)")
+    raise ValueError(f"unknown normalisation {mode!r} (speaker, online, first, corpus, global)")
 
 
 def online_normalize(feats: np.ndarray, groups: np.ndarray, mean: np.ndarray, var: np.ndarray, prior: float,
@@ -121,7 +121,13 @@ def normalized(feats: np.ndarray, data: SpeechDataset, cfg: MultiConfig, mean: n
 
     ``norm="online"``: the clean copy (the one evaluated) with each speaker's full statistics
     (shrunk with ``prior``), the augmented copies with :func:`online_normalize`, so the model also
-    learns the inputs it gets from a person heard only once or a few times."""
+    learns the inputs it gets from a person heard only once or a few times.
+
+    ``norm="first"``: every copy normalised as its speaker's first utterance (the statistics of
+    that file alone, shrunk with ``prior``): the cold-start model, used for a voice's first segment."""
+    if cfg.norm == "first":
+        rng = np.random.default_rng(cfg.seed + 17)
+        return np.stack([online_normalize(f, data.speakers, mean, var, cfg.prior, rng, sizes=(1,)) for f in feats])
     if cfg.norm == "online":
         groups = data.speakers
         rng = np.random.default_rng(cfg.seed + 17)
@@ -361,13 +367,13 @@ def protocol_corpora(data: SpeechDataset, feats: np.ndarray, cfg: MultiConfig,
         net = train_on(data, z, train, cfg, stats)
         logits = logits_of(net, z[0, test])
         oof[test] = logits
-        if cfg.norm == "online":  # each test file also as its speaker's first (statistics of that file alone)
+        if cfg.norm in ("online", "first"):  # each test file also as its speaker's first (that file alone)
             alone = online_normalize(feats[0, test], data.speakers[test], stats[0], stats[1], cfg.prior,
                                      np.random.default_rng(0), sizes=(1,))
             first[test] = logits_of(net, alone)
         rep = corpus_report(data.labels[test], logits, classes, data.classes)
         rep["trained_on"] = train_corpora
-        if cfg.norm == "online":
+        if cfg.norm in ("online", "first"):
             rep["first_utterance_uar"] = corpus_report(data.labels[test], first[test], classes, data.classes)["uar"]
         out[corpus] = rep
         if log:
@@ -559,7 +565,7 @@ def train_final(data_root: str | Path, out: str | Path, cfg: MultiConfig, drop: 
         "n_mfcc": 20,
         **({"encoder": "speech_encoder.onnx"} if cfg.encoder else {}),
         "feature_params": asdict(FeatureParams()),
-        "normalization": {"mode": cfg.norm, "prior": cfg.prior if cfg.norm == "online" else prior,
+        "normalization": {"mode": cfg.norm, "prior": cfg.prior if cfg.norm in ("online", "first") else prior,
                           "columns": cols.tolist(),
                           "names": [names[i] for i in cols],
                           "mean": np.round(stats[0], 6).tolist(), "std": np.round(np.sqrt(stats[1]), 6).tolist()},

@@ -161,8 +161,7 @@ STATS_MODES = ("full", "online", "none")
 
 def _normalized_probs(model: SpeechEmotionModel, norm: SpeakerNormalizer, raw: np.ndarray, speaker: object,
                       partner: np.ndarray | None) -> np.ndarray:
-    p = model.predict_windows(norm.normalize(raw, speaker)[None])[0]
-    return model.combine(p, partner)
+    return model.combine(model.predict_normalized(raw, norm, speaker), partner)
 
 
 def score_files(model: SpeechEmotionModel, paths: list[str], speakers: list[object], stats: str = "full",

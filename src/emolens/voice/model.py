@@ -63,6 +63,13 @@ class SpeechEmotionModel:
             self.encoder = speech_encoder(self.path.parent / enc, device) if enc else None
             self.normalizer = SpeakerNormalizer(np.asarray(norm["mean"]), np.asarray(norm["std"]),
                                                 float(norm.get("prior", 8.0)))
+        #: a model trained on first-utterance normalisation, used for a voice's first segment
+        self.cold: SpeechEmotionModel | None = None
+        cold = self.meta.get("cold_start")
+        if cold and self.kind == "functionals":
+            self.cold = SpeechEmotionModel(self.path.parent / cold["model"], threads, device)
+            if self.cold.labels != self.labels or self.cold.kind != "functionals":
+                raise ValueError(f"cold-start model {cold['model']} does not match {self.path.name}")
         self.partner: SpeechEmotionModel | None = None  # ensemble member (the log-mel CNN), see combine()
         self.partner_weight = 0.0
         ens = self.meta.get("ensemble")
@@ -93,14 +100,26 @@ class SpeechEmotionModel:
     def predict_features(self, raw: np.ndarray, speaker: object = None, update: bool = True) -> np.ndarray:
         """Probabilities ``(N, classes)`` for raw functionals ``(N, D)`` of one ``speaker``: each
         row is normalised with that speaker's statistics accumulated so far (itself included);
-        ``speaker=None`` normalises with the global training statistics only."""
+        ``speaker=None``: every row as a voice heard for the first time (nothing accumulated).
+        See :meth:`predict_normalized` for which network scores a row."""
         assert self.normalizer is not None
         raw = np.atleast_2d(np.asarray(raw, dtype=np.float64))
         rows = []
-        for x in raw:  # speaker None: nobody to accumulate for, the global statistics are used
-            fresh = update and speaker is not None
-            rows.append(self.normalizer(x, speaker) if fresh else self.normalizer.normalize(x, speaker))
-        return self.predict_windows(np.stack(rows)) if rows else np.zeros((0, len(self.labels)), np.float32)
+        for x in raw:  # speaker None: nobody to accumulate for
+            if update and speaker is not None:
+                self.normalizer.update(x, speaker)
+            rows.append(self.predict_normalized(x, self.normalizer, speaker))
+        return np.stack(rows) if rows else np.zeros((0, len(self.labels)), np.float32)
+
+    def predict_normalized(self, raw: np.ndarray, norm: SpeakerNormalizer, speaker: object = None) -> np.ndarray:
+        """Probabilities ``(classes,)`` of one raw feature vector ``(D,)`` normalised with
+        ``speaker``'s statistics in ``norm`` (already updated with it). Where the model has a
+        cold-start partner and ``norm`` holds at most this one segment of ``speaker`` (a voice heard
+        for the first time, or ``speaker=None``), that partner scores it instead, normalised as a
+        first utterance with its own training statistics: the way it was trained."""
+        if self.cold is not None and self.cold.normalizer is not None and norm.count(speaker) <= 1:
+            return self.cold.predict_windows(self.cold.normalizer.normalize_alone(raw)[None])[0]
+        return self.predict_windows(norm.normalize(raw, speaker)[None])[0]
 
     def predict_windows(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Probabilities ``(N, classes)`` for model inputs ``(N, frames, bins)``."""
@@ -182,6 +201,17 @@ class SpeakerNormalizer:
         """Shrunk ``(mean, std)`` of ``speaker`` (the global ones for an unknown speaker)."""
         return shrunk_stats(self._n.get(speaker, 0), self._sum.get(speaker, 0.0), self._sq.get(speaker, 0.0),
                             self.mean, self.var, self.prior)
+
+    def count(self, speaker: object = None) -> int:
+        """How many feature vectors ``speaker``'s statistics hold (0 for an unknown speaker)."""
+        return self._n.get(speaker, 0)
+
+    def normalize_alone(self, x: np.ndarray) -> np.ndarray:
+        """``x`` normalised as a first utterance: with the statistics of ``x`` alone, shrunk
+        towards the global ones (no state read or changed)."""
+        x = np.asarray(x, dtype=np.float64)
+        mean, std = shrunk_stats(1, x, x * x, self.mean, self.var, self.prior)
+        return ((x - mean) / std).astype(np.float32)
 
     def normalize(self, x: np.ndarray, speaker: object = None) -> np.ndarray:
         """``(x - mean) / std`` with ``speaker``'s current statistics (no update)."""
