@@ -117,26 +117,32 @@ def test_masked_training_on_a_tiny_subset(corpora) -> None:
     assert torch.all(z.grad[0, ~torch.from_numpy(mask[i])] == 0)
 
 
-def test_loco_scores_each_test_file_with_full_and_first_utterance_statistics(tmp_path: Path) -> None:
-    """Synthetic corpora whose speakers differ by a large offset: LOCO with each speaker's full
-    statistics removes it, scored as a first utterance it does not; both logits are saved."""
-    pytest.importorskip("torch")
+def _synthetic_corpora(seed: int, speaker_offset: float):  # noqa: ANN202
+    """Three corpora of 6 speakers x 16 files, 4 classes; each speaker shifts every feature by a
+    random offset (standard deviation ``speaker_offset``). Returns the dataset and ``(2, N, 12)``
+    features: the clean copy and one "augmented" copy."""
     from emolens.datasets import SpeechDataset, SpeechItem
-    from emolens.train.speech_multi import MultiConfig, protocol_corpora, save_logits, table
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     classes = ("neutral", "happy", "sad", "angry")
     items, rows = [], []
     for corpus in ("a", "b", "c"):
         for spk in range(6):
-            offset = rng.normal(0, 3.0, 12)
+            offset = rng.normal(0, speaker_offset, 12)
             for k in range(16):
-                label = k % 4
-                items.append(SpeechItem(f"{corpus}/{spk}/{k}.wav", RAVDESS8.index(classes[label]), f"{corpus}/{spk}",
+                items.append(SpeechItem(f"{corpus}/{spk}/{k}.wav", RAVDESS8.index(classes[k % 4]), f"{corpus}/{spk}",
                                         corpus=corpus))
-                rows.append(offset + 1.5 * np.eye(12)[label] + rng.normal(0, 0.5, 12))
-    data = SpeechDataset(items, RAVDESS8, {c: classes for c in "abc"})
-    feats = np.stack([np.asarray(rows)] * 2)  # the clean copy and one "augmented" copy
+                rows.append(offset + 1.5 * np.eye(12)[k % 4] + rng.normal(0, 0.5, 12))
+    return SpeechDataset(items, RAVDESS8, {c: classes for c in "abc"}), np.stack([np.asarray(rows)] * 2)
+
+
+def test_loco_scores_each_test_file_with_full_and_first_utterance_statistics(tmp_path: Path) -> None:
+    """Synthetic corpora whose speakers differ by a large offset: LOCO with each speaker's full
+    statistics removes it, scored as a first utterance it does not; both logits are saved."""
+    pytest.importorskip("torch")
+    from emolens.train.speech_multi import MultiConfig, protocol_corpora, save_logits, table
+
+    data, feats = _synthetic_corpora(0, 3.0)
     res = protocol_corpora(data, feats, MultiConfig(epochs=120, hidden=16, copies=1, norm="online", prior=2.0),
                            log=False)
     for r in res["corpora"].values():
@@ -149,22 +155,10 @@ def test_loco_scores_each_test_file_with_full_and_first_utterance_statistics(tmp
 
 def test_cold_start_training_normalises_every_file_as_a_first_utterance() -> None:
     pytest.importorskip("torch")
-    from emolens.datasets import SpeechDataset, SpeechItem
     from emolens.train.speech_multi import MultiConfig, global_stats, normalized, protocol_corpora
     from emolens.voice.model import shrunk_stats
 
-    rng = np.random.default_rng(1)
-    classes = ("neutral", "happy", "sad", "angry")
-    items, rows = [], []
-    for corpus in ("a", "b", "c"):
-        for spk in range(6):
-            offset = rng.normal(0, 1.0, 12)
-            for k in range(16):
-                items.append(SpeechItem(f"{corpus}/{spk}/{k}.wav", RAVDESS8.index(classes[k % 4]), f"{corpus}/{spk}",
-                                        corpus=corpus))
-                rows.append(offset + 1.5 * np.eye(12)[k % 4] + rng.normal(0, 0.5, 12))
-    data = SpeechDataset(items, RAVDESS8, {c: classes for c in "abc"})
-    feats = np.stack([np.asarray(rows)] * 2)
+    data, feats = _synthetic_corpora(1, 1.0)
     cold = MultiConfig(epochs=120, hidden=16, copies=1, norm="first", prior=2.0)
     mean, var = global_stats(feats, np.arange(len(data)))
     z = normalized(feats, data, cold, mean, var)
