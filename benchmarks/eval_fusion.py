@@ -155,13 +155,12 @@ def pairing(oof_path: Path, out_json: Path, seeds: int = 5, sweep: bool = False,
 
     warm = folded(z["logits"][keep])
     first = z["logits_first"] if "logits_first" in z else None
-    cold_path = cold
-    if cold_path is not None:
-        zc = np.load(cold_path)
+    if cold is not None:
+        zc = np.load(cold)
         if zc["paths"].tolist() != z["paths"].tolist():
-            sys.exit(f"{cold_path} and {oof_path} do not hold the same clips in the same order")
+            sys.exit(f"{cold} and {oof_path} do not hold the same clips in the same order")
         first = zc["logits_first"]
-    cold = folded(first[keep]) if first is not None else None
+    new_voice = folded(first[keep]) if first is not None else None
     speakers = speakers_all[keep]
     vy = np.array([FUSION_LABELS.index(FOLD_TO_FER7[classes[k]]) for k in z["labels"][keep]])
     names = sorted(set(speakers.tolist()))
@@ -189,7 +188,7 @@ def pairing(oof_path: Path, out_json: Path, seeds: int = 5, sweep: bool = False,
     old = FusionWeights.from_reliability(np.array(rel_face), np.array(rel_voice))
     rows, bed = [], []
     half_b = np.flatnonzero(~half_a)
-    kinds = [("familiar", warm)] + ([("new", cold)] if cold is not None else [])
+    kinds = [("familiar", warm)] + ([("new", new_voice)] if new_voice is not None else [])
     for seed in range(seeds):
         pick = pair_by_label(fb_y, vy[~half_a], np.random.default_rng(100 + seed))
         ok = pick >= 0
@@ -215,11 +214,11 @@ def pairing(oof_path: Path, out_json: Path, seeds: int = 5, sweep: bool = False,
     (RESULTS / "fusion_pairing.json").write_text(json.dumps(result, indent=2))
     lines = ["# Pairing test bed: FER2013 PrivateTest faces x held-out speech of the same label", "",
              f"command: `python benchmarks/eval_fusion.py --pairing {oof_path}{' --sweep' if sweep else ''}"
-             f"{f' --cold {cold_path}' if cold_path else ''}`", "",
+             f"{f' --cold {cold}' if cold else ''}`", "",
              "Voice history: *familiar* = each clip normalised with its speaker's full statistics (a person heard "
              "for a while); *new* = each clip scored as its speaker's first utterance (a voice heard for the first "
              "time, e.g. a short clip)" + (", by the cold-start model the pipeline uses for a voice's first segment"
-                                           if cold_path else "") + ".", "",
+                                           if cold else "") + ".", "",
              "| | voice history | face | voice | fused (calibrated) | weighted mean (per-class accuracy) | product |",
              "| --- | --- | --- | --- | --- | --- | --- |",
              *(f"| seed {r['seed']} (n={r['n']}) | {r['voice_history']} | {r['face']:.4f} | {r['voice']:.4f} | "

@@ -93,14 +93,6 @@ def partly_global(base: Callable, encoder_global: bool) -> Callable:
     return normalized
 
 
-def cold_start(feats: np.ndarray, data, cfg, mean: np.ndarray, var: np.ndarray) -> np.ndarray:  # noqa: ANN001
-    """Every copy normalised as its speaker's first utterance (the ``cold_start`` probe)."""
-    from emolens.train.speech_multi import online_normalize
-
-    rng = np.random.default_rng(cfg.seed + 17)
-    return np.stack([online_normalize(f, data.speakers, mean, var, cfg.prior, rng, sizes=(1,)) for f in feats])
-
-
 def same_emotion_history(share: float = 1 / 3) -> Callable:
     """A normaliser like :func:`emolens.train.speech_multi.normalized` (online mode) where a
     ``share`` of the augmented items take their history only from same-emotion files of their
@@ -247,13 +239,12 @@ def main() -> None:
         if name in args.probes:
             configs[name] = with_extra(sm, sf, shipped, (name.split("_")[0],), functionals=False)
     configs["functionals_alone"] = replace(shipped, encoder=False)
-    configs["cold_start"] = shipped
+    configs["cold_start"] = replace(shipped, norm="first")  # the recipe of speech_emotion_cold.onnx
     if "egemaps_alone" in args.probes:
         configs["egemaps_alone"] = with_extra(sm, sf, replace(shipped, encoder=False), ("egemaps",), functionals=False)
     plain = sm.normalized
     normalisers = {"both_views": both_views(plain), "same_emotion_history": same_emotion_history(),
-                   "encoder_global": partly_global(plain, True), "functionals_global": partly_global(plain, False),
-                   "cold_start": cold_start}
+                   "encoder_global": partly_global(plain, True), "functionals_global": partly_global(plain, False)}
     rows = []
     for name in args.probes:
         cfg = configs[name]

@@ -104,12 +104,25 @@ class SpeechEmotionModel:
         See :meth:`predict_normalized` for which network scores a row."""
         assert self.normalizer is not None
         raw = np.atleast_2d(np.asarray(raw, dtype=np.float64))
-        rows = []
-        for x in raw:  # speaker None: nobody to accumulate for
+        out = np.zeros((len(raw), len(self.labels)), np.float32)
+        groups: dict[int, tuple[SpeechEmotionModel, list[int], list[np.ndarray]]] = {}
+        for i, x in enumerate(raw):  # speaker None: nobody to accumulate for
             if update and speaker is not None:
                 self.normalizer.update(x, speaker)
-            rows.append(self.predict_normalized(x, self.normalizer, speaker))
-        return np.stack(rows) if rows else np.zeros((0, len(self.labels)), np.float32)
+            net, row = self._scorer(x, self.normalizer, speaker)
+            _, idx, rows = groups.setdefault(id(net), (net, [], []))
+            idx.append(i)
+            rows.append(row)
+        for net, idx, rows in groups.values():  # one batch per network
+            out[idx] = net.predict_windows(np.stack(rows))
+        return out
+
+    def _scorer(self, raw: np.ndarray, norm: SpeakerNormalizer,
+                speaker: object) -> tuple[SpeechEmotionModel, np.ndarray]:
+        """The network that scores ``raw`` and its normalised input (see :meth:`predict_normalized`)."""
+        if self.cold is not None and self.cold.normalizer is not None and norm.count(speaker) <= 1:
+            return self.cold, self.cold.normalizer.normalize_alone(raw)
+        return self, norm.normalize(raw, speaker)
 
     def predict_normalized(self, raw: np.ndarray, norm: SpeakerNormalizer, speaker: object = None) -> np.ndarray:
         """Probabilities ``(classes,)`` of one raw feature vector ``(D,)`` normalised with
@@ -117,9 +130,8 @@ class SpeechEmotionModel:
         cold-start partner and ``norm`` holds at most this one segment of ``speaker`` (a voice heard
         for the first time, or ``speaker=None``), that partner scores it instead, normalised as a
         first utterance with its own training statistics: the way it was trained."""
-        if self.cold is not None and self.cold.normalizer is not None and norm.count(speaker) <= 1:
-            return self.cold.predict_windows(self.cold.normalizer.normalize_alone(raw)[None])[0]
-        return self.predict_windows(norm.normalize(raw, speaker)[None])[0]
+        net, row = self._scorer(raw, norm, speaker)
+        return net.predict_windows(row[None])[0]
 
     def predict_windows(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Probabilities ``(N, classes)`` for model inputs ``(N, frames, bins)``."""
