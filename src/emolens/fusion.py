@@ -7,7 +7,9 @@ Fusion (shipped: :class:`CalibratedFusion`, ``models/fusion.json``): each modali
 temperature-scaled, then combined log-linearly with a per-class reliability weight per modality,
 a per-instance confidence term and class biases, all fitted on held-out data
 (``benchmarks/eval_fusion.py --pairing``: FER2013 PublicTest faces paired with speech of speakers
-the voice model never heard; see :mod:`emolens.train.fusion`). The older per-class F1 weighting
+the voice model never heard; see :mod:`emolens.train.fusion`). How strongly the fit is pulled
+towards the plain product of the calibrated modalities is chosen by leave-one-voice-corpus-out
+cross-validation; the shipped parameters are a strong pull, close to that product. The older per-class F1 weighting
 (:class:`FusionWeights`) is still readable. Fallbacks: face only when there is no speech, voice
 only when no face is visible, nothing when neither.
 
@@ -157,7 +159,8 @@ class CalibratedFusion:
 
     with ``q`` the calibrated distributions and ``conf`` their maximum probability: a per-class
     reliability weight for each modality, a per-instance confidence term, and a class bias. The
-    parameters come from :func:`emolens.train.fusion.fit_fusion` (see ``models/fusion.md``).
+    parameters come from :func:`emolens.train.fusion.fit_fusion` and
+    :func:`emolens.train.fusion.select_l2` (``benchmarks/results/fusion_pairing.md``).
     """
 
     t_face: float
