@@ -280,7 +280,7 @@ def test_shipped_model_per_speaker_state(ravdess: Path) -> None:
     assert not np.allclose(p1, p2)
 
 
-def test_a_voice_heard_for_the_first_time_goes_to_the_cold_start_model(ravdess: Path) -> None:
+def test_a_new_voice_is_scored_by_the_cold_start_model_then_by_the_main_one_more_and_more(ravdess: Path) -> None:
     model = SpeechEmotionModel()
     assert model.cold is not None and model.cold.meta["normalization"]["mode"] == "first"
     x = model.raw_features(load_audio(ravdess / "Actor_23" / "03-01-05-02-01-01-23.ogg"))
@@ -288,9 +288,18 @@ def test_a_voice_heard_for_the_first_time_goes_to_the_cold_start_model(ravdess: 
     first = model.predict_features(x, speaker="cold-start test")[0]
     assert np.allclose(first, cold, atol=1e-6)  # one segment heard: the cold-start model
     assert np.allclose(model.predict_features(x)[0], cold, atol=1e-6)  # no speaker: a new voice too
-    second = model.predict_features(x, speaker="cold-start test")[0]  # heard twice: the main model
+    second = model.predict_features(x, speaker="cold-start test")[0]  # heard twice: both, cold-start 8/9
     warm = model.predict_windows(model.normalizer.normalize(x, "cold-start test")[None])[0]
-    assert np.allclose(second, warm, atol=1e-6) and not np.allclose(second, cold, atol=1e-3)
+    prior = model.normalizer.prior
+    assert model.cold_share(2, prior) == pytest.approx(prior / (prior + 1))
+    assert np.allclose(second, prior / (prior + 1) * cold + 1 / (prior + 1) * warm, atol=1e-6)
+    assert not np.allclose(second, cold, atol=1e-3) and second.sum() == pytest.approx(1, abs=1e-5)
+    for _ in range(30):  # the more the speaker has said, the more the main model decides
+        later = model.predict_features(x, speaker="cold-start test")[0]
+    n = model.normalizer.count("cold-start test")
+    warm = model.predict_windows(model.normalizer.normalize(x, "cold-start test")[None])[0]
+    w = model.cold_share(n, prior)
+    assert n == 32 and w < 0.25 and np.allclose(later, w * cold + (1 - w) * warm, atol=1e-6)
     norm = SpeakerNormalizer(model.normalizer.mean, np.sqrt(model.normalizer.var), model.normalizer.prior)
     norm.update(x, "a")  # one segment: the speaker's statistics are those of the segment alone
     assert norm.count("a") == 1 and norm.count("b") == 0

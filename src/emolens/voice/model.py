@@ -101,37 +101,49 @@ class SpeechEmotionModel:
         """Probabilities ``(N, classes)`` for raw functionals ``(N, D)`` of one ``speaker``: each
         row is normalised with that speaker's statistics accumulated so far (itself included);
         ``speaker=None``: every row as a voice heard for the first time (nothing accumulated).
-        See :meth:`predict_normalized` for which network scores a row."""
+        See :meth:`predict_normalized` for which networks score a row."""
         assert self.normalizer is not None
         raw = np.atleast_2d(np.asarray(raw, dtype=np.float64))
         out = np.zeros((len(raw), len(self.labels)), np.float32)
-        groups: dict[int, tuple[SpeechEmotionModel, list[int], list[np.ndarray]]] = {}
+        groups: dict[int, tuple[SpeechEmotionModel, list[int], list[np.ndarray], list[float]]] = {}
         for i, x in enumerate(raw):  # speaker None: nobody to accumulate for
             if update and speaker is not None:
                 self.normalizer.update(x, speaker)
-            net, row = self._scorer(x, self.normalizer, speaker)
-            _, idx, rows = groups.setdefault(id(net), (net, [], []))
-            idx.append(i)
-            rows.append(row)
-        for net, idx, rows in groups.values():  # one batch per network
-            out[idx] = net.predict_windows(np.stack(rows))
+            for net, row, weight in self._scorers(x, self.normalizer, speaker):
+                _, idx, rows, weights = groups.setdefault(id(net), (net, [], [], []))
+                idx.append(i)
+                rows.append(row)
+                weights.append(weight)
+        for net, idx, rows, weights in groups.values():  # one batch per network
+            out[idx] += np.asarray(weights, np.float32)[:, None] * net.predict_windows(np.stack(rows))
         return out
 
-    def _scorer(self, raw: np.ndarray, norm: SpeakerNormalizer,
-                speaker: object) -> tuple[SpeechEmotionModel, np.ndarray]:
-        """The network that scores ``raw`` and its normalised input (see :meth:`predict_normalized`)."""
-        if self.cold is not None and self.cold.normalizer is not None and norm.count(speaker) <= 1:
-            return self.cold, self.cold.normalizer.normalize_alone(raw)
-        return self, norm.normalize(raw, speaker)
+    def cold_share(self, n: int, prior: float) -> float:
+        """:func:`cold_share`, or 0 when the model has no cold-start partner."""
+        return 0.0 if self.cold is None or self.cold.normalizer is None else cold_share(n, prior)
+
+    def _scorers(self, raw: np.ndarray, norm: SpeakerNormalizer,
+                 speaker: object) -> list[tuple[SpeechEmotionModel, np.ndarray, float]]:
+        """The networks that score ``raw``, their normalised inputs and weights (see
+        :meth:`predict_normalized`)."""
+        w = self.cold_share(norm.count(speaker), norm.prior)
+        out: list[tuple[SpeechEmotionModel, np.ndarray, float]] = []
+        if w > 0 and self.cold is not None and self.cold.normalizer is not None:
+            out.append((self.cold, self.cold.normalizer.normalize_alone(raw), w))
+        if w < 1:
+            out.append((self, norm.normalize(raw, speaker), 1.0 - w))
+        return out
 
     def predict_normalized(self, raw: np.ndarray, norm: SpeakerNormalizer, speaker: object = None) -> np.ndarray:
         """Probabilities ``(classes,)`` of one raw feature vector ``(D,)`` normalised with
-        ``speaker``'s statistics in ``norm`` (already updated with it). Where the model has a
-        cold-start partner and ``norm`` holds at most this one segment of ``speaker`` (a voice heard
-        for the first time, or ``speaker=None``), that partner scores it instead, normalised as a
-        first utterance with its own training statistics: the way it was trained."""
-        net, row = self._scorer(raw, norm, speaker)
-        return net.predict_windows(row[None])[0]
+        ``speaker``'s statistics in ``norm`` (already updated with it).
+
+        Where the model has a cold-start partner, that partner scores the segment too, normalised
+        as a first utterance with its own training statistics (the way it was trained), and the two
+        probabilities are mixed with :meth:`cold_share`: the cold start alone for a voice heard for
+        the first time (or ``speaker=None``), then less and less as the speaker's statistics fill."""
+        parts = [w * net.predict_windows(row[None])[0] for net, row, w in self._scorers(raw, norm, speaker)]
+        return np.sum(parts, axis=0).astype(np.float32)
 
     def predict_windows(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Probabilities ``(N, classes)`` for model inputs ``(N, frames, bins)``."""
@@ -234,6 +246,13 @@ class SpeakerNormalizer:
         """Update ``speaker``'s statistics with ``x``, then normalise ``x`` with them."""
         self.update(x, speaker)
         return self.normalize(x, speaker)
+
+
+def cold_share(n: int, prior: float) -> float:
+    """Weight of the cold-start network for a segment whose speaker's statistics hold ``n``
+    segments (itself included): 1 for the first, then ``prior / (prior + n - 1)``, the share of
+    the statistics that is still the prior rather than the speaker's other segments."""
+    return 1.0 if n <= 1 else prior / (prior + n - 1)
 
 
 def shrunk_stats(n: int, total: np.ndarray | float, sq: np.ndarray | float, mean: np.ndarray, var: np.ndarray,

@@ -1,0 +1,144 @@
+"""Voices heard only a few times: leave-one-corpus-out UAR scored the way the pipeline scores a
+person, segment by segment with statistics accumulated online, in short sessions.
+
+For each held-out corpus, the shipped recipe's two networks are trained on the other corpora (the
+main model, ``--norm online``, and the cold-start model, ``--norm first``; seed 0). Each test
+speaker's files are shuffled (seed 0) and cut into sessions of ``S`` files (a person saying ``S``
+things in a video; ``all``: one session per speaker). Within a session the k-th file is normalised
+with the shrunk statistics of files 1..k, as :class:`emolens.voice.SpeakerNormalizer` does, and
+scored by three rules:
+
+* ``main only``: the main model for every file;
+* ``cold first``: the cold-start model for the first file of a session, the main model after it;
+* ``mixed``: both, the cold-start model weighted by :func:`emolens.voice.model.cold_share`
+  (1 for the first file, then ``prior / (prior + k - 1)``): the pipeline's rule.
+
+Probabilities are temperature-scaled with each shipped model's temperature.
+
+    OMP_NUM_THREADS=1 python benchmarks/speech_sessions.py [--data ../shared/data]
+
+Writes ``benchmarks/results/speech_sessions.{md,json}`` (about 4 min on one core with the feature
+cache of ``emolens train speech`` in ``runs/speech_features``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import cpu_name  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = REPO / "src" / "emolens" / "models"
+RESULTS = REPO / "benchmarks" / "results"
+RULES = ("main only", "cold first", "mixed")
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def _scored(net, temperature: float, z: np.ndarray) -> np.ndarray:  # noqa: ANN001
+    from emolens.train.speech_multi import logits_of
+
+    return _log_softmax(logits_of(net, z) / temperature)
+
+
+def session_scores(x: np.ndarray, sessions: list[np.ndarray], mean: np.ndarray, var: np.ndarray, prior: float,
+                   score_main, score_cold) -> dict[str, np.ndarray]:  # noqa: ANN001
+    """Log-probabilities ``(N, classes)`` of every rule for the rows of ``x`` in ``sessions``
+    (index arrays, in the order heard); ``score_*``: normalised rows -> log-probabilities."""
+    from emolens.voice.model import cold_share, shrunk_stats
+
+    out: dict[str, np.ndarray] = {}
+    for order in sessions:
+        hist, alone = [], []
+        for k, i in enumerate(order):
+            sub = x[order[: k + 1]]
+            m, sd = shrunk_stats(k + 1, sub.sum(0), (sub * sub).sum(0), mean, var, prior)
+            hist.append((x[i] - m) / sd)
+            m1, sd1 = shrunk_stats(1, x[i], x[i] ** 2, mean, var, prior)
+            alone.append((x[i] - m1) / sd1)
+        lm, lc = score_main(np.array(hist)), score_cold(np.array(alone))
+        w = np.array([cold_share(k + 1, prior) for k in range(len(order))])[:, None]
+        first = (np.arange(len(order)) == 0)[:, None]
+        rules = {"main only": lm, "cold first": np.where(first, lc, lm),
+                 "mixed": np.log(w * np.exp(lc) + (1 - w) * np.exp(lm))}
+        for name, v in rules.items():
+            out.setdefault(name, np.zeros((len(x), v.shape[1])))[order] = v
+    return out
+
+
+def main() -> None:
+    """Train per held-out corpus, score the sessions, write the table."""
+    from emolens.train import speech_multi as sm
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[2, 4, 8, 0], help="session sizes (0: all of a speaker)")
+    args = ap.parse_args()
+    if not args.data.is_dir():
+        sys.exit(f"no speech corpora under {args.data}")
+    meta = {k: json.loads((MODELS / f"{k}.json").read_text()) for k in ("speech_emotion", "speech_emotion_cold")}
+    t_main, t_cold = (float(meta[k].get("temperature", 1.0)) for k in meta)
+    prior = float(meta["speech_emotion"]["normalization"]["prior"])
+    main_cfg = sm.MultiConfig(hidden=128, epochs=150, copies=2, norm="online", prior=prior, encoder=True, threads=1)
+    data, feats, _ = sm.load_features(args.data, main_cfg)
+    x = feats[0].astype(np.float64)
+    result: dict = {}
+    for corpus in dict.fromkeys(data.corpora.tolist()):
+        train, test, classes = sm.loco_split(data, corpus)
+        mean, var = sm.global_stats(feats, train)
+        nets = {name: sm.train_on(data, sm.normalized(feats, data, cfg, mean, var), train, cfg, (mean, var))
+                for name, cfg in (("main", main_cfg), ("cold", replace(main_cfg, norm="first")))}
+        local = {int(i): j for j, i in enumerate(test)}
+        result[corpus] = {}
+        for size in args.sizes:
+            rng = np.random.default_rng(0)
+            sessions = []
+            for spk in dict.fromkeys(data.speakers[test].tolist()):
+                idx = np.array([local[int(i)] for i in rng.permutation(test[data.speakers[test] == spk])])
+                sessions += [idx] if size == 0 else [idx[a: a + size] for a in range(0, len(idx), size)]
+            scores = session_scores(x[test], sessions, mean, var, prior, partial(_scored, nets["main"], t_main),
+                                    partial(_scored, nets["cold"], t_cold))
+            result[corpus][str(size or "all")] = {
+                rule: round(sm.corpus_report(data.labels[test], scores[rule], classes, data.classes)["uar"], 4)
+                for rule in RULES}
+        print(corpus, result[corpus], flush=True)
+    corpora = list(result)
+    lines = ["# A voice heard a few times: leave-one-corpus-out UAR in short sessions", "",
+             f"- date: {datetime.date.today().isoformat()}",
+             f"- machine: {cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+             "- command: `" + " ".join(["OMP_NUM_THREADS=1 python benchmarks/speech_sessions.py", *sys.argv[1:]]) + "`",
+             f"- statistics prior: {prior:g} pseudo-observations; temperatures: main {t_main:.3f}, cold {t_cold:.3f}",
+             "", "| files per session | rule | " + " | ".join(corpora) + " |", "|---|---|" + "---:|" * len(corpora)]
+    for size in result[corpora[0]]:
+        for rule in RULES:
+            cells = []
+            for c in corpora:
+                v = result[c][size][rule]
+                cells.append(f"**{v:.3f}**" if v == max(result[c][size].values()) else f"{v:.3f}")
+            lines.append(f"| {size} | {rule} | " + " | ".join(cells) + " |")
+    lines += ["", "Rules: see the docstring of `benchmarks/speech_sessions.py`; `mixed` is what the pipeline does "
+              "(`SpeechEmotionModel.predict_normalized`). Bold: the best rule for that corpus and session size."]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / "speech_sessions.md"
+    out.write_text("\n".join(lines) + "\n")
+    out.with_suffix(".json").write_text(json.dumps({"date": datetime.date.today().isoformat(), "prior": prior,
+                                                     "temperatures": [t_main, t_cold], "uar": result}, indent=2))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
