@@ -177,7 +177,8 @@ def pairing(oof_path: Path, out_json: Path, seeds: int = 5, sweep: bool = False,
     voice_corpus = np.asarray(z["corpora"]).astype(str)[keep][ia]
     l2, selection = select_l2(fa_p, warm[ia], fa_y, voice_corpus, t_face, t_voice)
     source = {
-        "rule": "calibrated log-linear fusion (per-class reliability weights, confidence slopes, class biases)",
+        "rule": "calibrated log-linear fusion (per-class reliability weights, confidence slopes, class biases; "
+                f"L2 pull {l2:g} towards the product of the temperature-scaled modalities)",
         "fitted_on": "FER2013 PublicTest faces (face model held-out split) paired by label with held-out speech "
                      "clips of speaker half A (EmoDB, URDU, TurEV and RAVDESS actors 23-24; the shipped voice "
                      "model's leave-one-corpus-out predictions" + (", ensembled with the CNN that never heard them)"
