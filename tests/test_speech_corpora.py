@@ -221,6 +221,29 @@ def test_corpus_adversary_hides_the_corpus_from_the_hidden_layer() -> None:
     assert adversarial[1] > 0.78 and plain[1] > 0.78, (plain, adversarial)  # Bayes rate 0.84
 
 
+def test_arousal_valence_loss_is_part_of_the_objective() -> None:
+    """``dims`` adds the circumplex loss (the same seed trains a different network) and needs the
+    class names to place the classes."""
+    torch = pytest.importorskip("torch")
+    from emolens.train.speech_multi import AROUSAL_VALENCE, MultiConfig, fit
+
+    names = ("calm", "sad", "angry", "happy")
+    assert all(c in AROUSAL_VALENCE for c in names)
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 400)
+    x = rng.normal(size=(400, 6)) + 0.8 * np.eye(4, 6)[y]
+    mask, w = np.ones((400, 4), dtype=bool), np.ones(400)
+
+    def logits(dims: float) -> np.ndarray:
+        net = fit(x, y, mask, w, MultiConfig(hidden=16, epochs=50, dims=dims), None, names)
+        with torch.no_grad():
+            return net(torch.from_numpy(x.astype(np.float32))).numpy()
+
+    assert np.allclose(logits(0.0), logits(0.0)) and not np.allclose(logits(0.0), logits(1.0), atol=1e-3)
+    with pytest.raises(ValueError, match="class names"):
+        fit(x, y, mask, w, MultiConfig(hidden=16, epochs=2, dims=1.0))
+
+
 def test_balanced_weights_give_every_corpus_the_same_total(corpora) -> None:
     pytest.importorskip("torch")
     from emolens.train.speech_multi import balanced_weights

@@ -63,6 +63,7 @@ class MultiConfig:
     encoder: bool = False  # add the speaker-encoder embeddings (emolens.voice.encoder) to the functionals
     seeds: int = 1  # networks trained with seeds seed, seed+1, ... and merged into one (logits averaged)
     adversary: float = 0.0  # weight of the gradient reversed from a corpus classifier on the hidden layer
+    dims: float = 0.0  # weight of the arousal/valence loss on the expected circumplex position (AROUSAL_VALENCE)
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -140,6 +141,15 @@ def normalized(feats: np.ndarray, data: SpeechDataset, cfg: MultiConfig, mean: n
 # ----------------------------------------------------------------------------- model
 
 
+#: Conventional positions of the classes on Russell's circumplex (arousal, valence), in [-1, 1]:
+#: read from the class labels, never per file. Used by ``MultiConfig.dims``.
+AROUSAL_VALENCE: dict[str, tuple[float, float]] = {
+    "neutral": (0.0, 0.0), "calm": (-0.5, 0.3), "happy": (0.5, 0.8), "sad": (-0.5, -0.7),
+    "angry": (0.8, -0.6), "fear": (0.7, -0.6), "disgust": (0.3, -0.7), "surprise": (0.8, 0.3),
+    "boredom": (-0.7, -0.3),
+}
+
+
 class MLP(nn.Module):
     """``D -> hidden -> classes`` with ReLU and dropout (``hidden`` 0: linear)."""
 
@@ -208,13 +218,13 @@ class _ReverseGradient(torch.autograd.Function):
 
 
 def fit(x: np.ndarray, y: np.ndarray, mask: np.ndarray, weights: np.ndarray, cfg: MultiConfig,
-        domains: np.ndarray | None = None) -> MLP:
+        domains: np.ndarray | None = None, class_names: tuple[str, ...] | None = None) -> MLP:
     """Train the MLP full-batch with AdamW on normalised features (masked, weighted CE); with
     ``cfg.seeds`` > 1, one per seed, merged (:func:`merge`). With ``cfg.adversary`` > 0,
     ``domains`` (the corpus of each row) trains a corpus classifier on the hidden layer
     through a gradient-reversal layer (module docstring)."""
     if cfg.seeds > 1:
-        return merge([fit(x, y, mask, weights, replace(cfg, seed=cfg.seed + i, seeds=1), domains)
+        return merge([fit(x, y, mask, weights, replace(cfg, seed=cfg.seed + i, seeds=1), domains, class_names)
                       for i in range(cfg.seeds)])
     codes = None if domains is None else np.unique(domains, return_inverse=True)[1].astype(np.int64)
     adversarial = cfg.adversary > 0 and codes is not None and int(codes.max()) > 0
@@ -231,6 +241,11 @@ def fit(x: np.ndarray, y: np.ndarray, mask: np.ndarray, weights: np.ndarray, cfg
     smooth = allowed / allowed.sum(1, keepdim=True)
     target = (1 - cfg.label_smoothing) * target + cfg.label_smoothing * smooth
     params = list(net.parameters())
+    dims = None
+    if cfg.dims > 0:
+        if class_names is None or len(class_names) != k:
+            raise ValueError("the arousal/valence loss needs the class names")
+        dims = torch.tensor([AROUSAL_VALENCE[c] for c in class_names], dtype=torch.float32)
     if adversarial:
         dt = torch.from_numpy(codes)
         critic = nn.Sequential(nn.Linear(cfg.hidden, 64), nn.ReLU(), nn.Linear(64, int(dt.max()) + 1))
@@ -249,6 +264,8 @@ def fit(x: np.ndarray, y: np.ndarray, mask: np.ndarray, weights: np.ndarray, cfg
         else:
             logp, domain_loss = masked_log_softmax(net(xt), mt), 0.0
         loss = -((target * logp.masked_fill(~mt, 0.0)).sum(1) * wt).mean() + domain_loss
+        if dims is not None:  # expected circumplex position of the prediction vs. the label's
+            loss = loss + cfg.dims * (((logp.exp() @ dims - dims[yt]) ** 2).sum(1) * wt).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -272,7 +289,7 @@ def train_on(data: SpeechDataset, feats: np.ndarray, train_idx: np.ndarray, cfg:
     y = np.tile(data.labels[train_idx], len(copies))
     mask = np.tile(data.class_mask()[train_idx], (len(copies), 1))
     w = np.tile(balanced_weights(data.labels[train_idx], data.corpora[train_idx]), len(copies))
-    return fit(x, y, mask, w, cfg, np.tile(data.corpora[train_idx], len(copies)))
+    return fit(x, y, mask, w, cfg, np.tile(data.corpora[train_idx], len(copies)), tuple(data.classes))
 
 
 # ----------------------------------------------------------------------------- protocols
