@@ -34,6 +34,7 @@ import json
 import platform
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,12 +122,15 @@ def pairing(oof_path: Path, out_json: Path, seeds: int = 5, sweep: bool = False,
     The fit uses each clip scored with its speaker's full statistics (a familiar voice). Where the
     logits file has ``logits_first`` (each clip scored as its speaker's first utterance: a new
     voice) the test bed is also scored with those; ``cold`` (the cold-start model's LOCO logits,
-    ``norm="first"``) replaces them with what the shipped pipeline uses for a voice's first segment."""
+    ``norm="first"``) replaces them with what the shipped pipeline uses for a voice's first segment,
+    and is mixed into the familiar voices as the pipeline mixes it (the cold start's share set by
+    the speaker's number of files, :func:`emolens.voice.model.cold_share`)."""
     import numpy as np
 
     from emolens.fusion import FUSION_LABELS, FusionWeights, fold_vector
     from emolens.labels import FOLD_TO_FER7
     from emolens.train.fusion import fit_fusion, fit_temperature, pair_by_label, select_l2
+    from emolens.voice.model import cold_share
 
     sys.path.insert(0, str(Path(__file__).parent))
     from eval_speech_ensemble import cnn_probs
@@ -135,6 +139,7 @@ def pairing(oof_path: Path, out_json: Path, seeds: int = 5, sweep: bool = False,
     classes = [str(c) for c in z["classes"]]
     meta = json.loads((REPO / "src" / "emolens" / "models" / "speech_emotion.json").read_text())
     t_model = float(meta.get("temperature", 1.0))
+    prior = float(meta["normalization"].get("prior", 8.0))
     w = float(meta["ensemble"].get("weight", 0.5)) if meta.get("ensemble") else 0.0  # the CNN's share, if shipped
     # held out: every EmoDB / URDU / TurEV clip (leave-one-corpus-out logits; the CNN, where it is part of
     # the shipped model, never heard them) and RAVDESS actors 23-24 (held out by every model)
@@ -146,23 +151,34 @@ def pairing(oof_path: Path, out_json: Path, seeds: int = 5, sweep: bool = False,
         cnn = cnn_probs([q for q, k in zip(paths, keep) if k])
         lc = np.log(np.clip(np.stack([cnn[q] for q, k in zip(paths, keep) if k]), 1e-7, 1))
 
-    def folded(raw: np.ndarray) -> np.ndarray:
-        lf = raw / t_model
+    def probs(raw: np.ndarray, t: float) -> np.ndarray:
+        """Temperature-scaled class probabilities (ensembled with the CNN where it is shipped)."""
+        lf = raw / t
         lf = lf - lf.max(1, keepdims=True)
         lf = lf - np.log(np.exp(lf).sum(1, keepdims=True))
         if lc is not None:
             lf = (1 - w) * lf + w * lc
         e = np.exp(lf)
-        return np.stack([fold_vector(p / p.sum(), classes) for p in e])
+        return e / e.sum(1, keepdims=True)
 
-    warm = folded(z["logits"][keep])
-    first = z["logits_first"] if "logits_first" in z else None
+    def folded(p: np.ndarray) -> np.ndarray:
+        return np.stack([fold_vector(q, classes) for q in p])
+
+    p_warm = probs(z["logits"][keep], t_model)
+    warm = folded(p_warm)
+    new_voice = folded(probs(z["logits_first"][keep], t_model)) if "logits_first" in z else None
     if cold is not None:
         zc = np.load(cold)
         if zc["paths"].tolist() != z["paths"].tolist():
             sys.exit(f"{cold} and {oof_path} do not hold the same clips in the same order")
-        first = zc["logits_first"]
-    new_voice = folded(first[keep]) if first is not None else None
+        cold_meta = json.loads((REPO / "src" / "emolens" / "models" / "speech_emotion_cold.json").read_text())
+        p_cold = probs(zc["logits_first"][keep], float(cold_meta.get("temperature", 1.0)))
+        new_voice = folded(p_cold)
+        # a familiar voice as the pipeline scores it: both networks, the cold start's share set by
+        # how many files of that speaker the statistics hold (SpeechEmotionModel.predict_normalized)
+        counts = Counter(speakers_all[keep].tolist())
+        share = np.array([cold_share(counts[s], prior) for s in speakers_all[keep]])[:, None]
+        warm = folded(share * p_cold + (1 - share) * p_warm)
     speakers = speakers_all[keep]
     vy = np.array([FUSION_LABELS.index(FOLD_TO_FER7[classes[k]]) for k in z["labels"][keep]])
     names = sorted(set(speakers.tolist()))
@@ -224,7 +240,9 @@ def pairing(oof_path: Path, out_json: Path, seeds: int = 5, sweep: bool = False,
              f"command: `python benchmarks/eval_fusion.py --pairing {oof_path}{' --sweep' if sweep else ''}"
              f"{f' --cold {cold}' if cold else ''}`", "",
              "Voice history: *familiar* = each clip normalised with its speaker's full statistics (a person heard "
-             "for a while); *new* = each clip scored as its speaker's first utterance (a voice heard for the first "
+             "for a while" + ("; scored as the pipeline scores it, main and cold-start models mixed by the number of "
+                              "the speaker's files" if cold else "") + "); "
+             "*new* = each clip scored as its speaker's first utterance (a voice heard for the first "
              "time, e.g. a short clip)" + (", by the cold-start model the pipeline uses for a voice's first segment"
                                            if cold else "") + ".", "",
              "| | voice history | face | voice | fused (calibrated) | weighted mean (per-class accuracy) | product |",
