@@ -48,6 +48,11 @@ Probes:
   expected position on Russell's circumplex under the predicted distribution against the label's
   (``speech_multi.AROUSAL_VALENCE``, fixed per class), so confusing a calm voice with an angry
   one costs more than with a sad one; arousal is what carries best across languages.
+* ``speaker_dims``: per-speaker statistics only for the inputs that mostly tell speakers apart;
+  the others normalised globally. For each input, the training corpora give the variance of the
+  speakers' means (each speaker's mean over its per-emotion means) and of the emotions' effects
+  within a speaker; inputs where the speaker share is above one half are normalised per speaker.
+  The split is computed without the held-out corpus (without RAVDESS for ``--ravdess-cv``).
 """
 
 from __future__ import annotations
@@ -73,7 +78,8 @@ DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "benchmarks" / "results"
 PROBES = ("shipped", "global", "both_views", "same_emotion_history", "prior24", "wide", "smooth", "copies4", "kws",
           "encoder_global", "functionals_global", "egemaps", "compare", "egemaps_instead",
-          "compare_instead", "functionals_alone", "egemaps_alone", "cold_start", "crop", "dims")
+          "compare_instead", "functionals_alone", "egemaps_alone", "cold_start", "crop", "dims",
+          "speaker_dims")
 
 
 def both_views(base: Callable) -> Callable:
@@ -132,6 +138,41 @@ def same_emotion_history(share: float = 1 / 3) -> Callable:
                          else online(f, data, mean, var, cfg.prior, rng) for c, f in enumerate(feats)])
 
     return both_views(speaker_view)
+
+
+def speaker_share(x: np.ndarray, data, idx: np.ndarray) -> np.ndarray:  # noqa: ANN001
+    """Per input, the share of the between-speaker variance in speaker + emotion variance over the
+    items ``idx`` (each corpus weighing the same; speaker means balanced over its emotions)."""
+    z = (x[idx] - x[idx].mean(0)) / (x[idx].std(0) + 1e-8)
+    spk_var, emo_var = [], []
+    for c in np.unique(data.corpora[idx]):
+        sel = data.corpora[idx] == c
+        means, effects = [], []
+        for s in np.unique(data.speakers[idx][sel]):
+            m = sel & (data.speakers[idx] == s)
+            cells = np.stack([z[m & (data.labels[idx] == e)].mean(0) for e in np.unique(data.labels[idx][m])])
+            means.append(cells.mean(0))
+            effects.append(cells - cells.mean(0))
+        means_a = np.stack(means)
+        spk_var.append(((means_a - means_a.mean(0)) ** 2).mean(0))
+        emo_var.append((np.concatenate(effects) ** 2).mean(0))
+    sv, ev = np.mean(spk_var, 0), np.mean(emo_var, 0)
+    return sv / (sv + ev + 1e-12)
+
+
+def speaker_dims(base: Callable, held_out: list[str]) -> Callable:
+    """A normaliser like ``base`` where only the inputs whose :func:`speaker_share` (from the
+    corpora other than ``held_out[0]``) is above one half keep the per-speaker statistics."""
+    def normalized(feats: np.ndarray, data, cfg, mean: np.ndarray, var: np.ndarray) -> np.ndarray:  # noqa: ANN001
+        z = base(feats, data, cfg, mean, var)
+        idx = np.flatnonzero(data.corpora != held_out[0])
+        per_speaker = speaker_share(feats[0].astype(np.float64), data, idx) > 0.5
+        print(f"[speaker_dims without {held_out[0]}] {int(per_speaker.sum())} of {len(per_speaker)} inputs "
+              "per speaker", flush=True)
+        z[..., ~per_speaker] = ((feats[..., ~per_speaker] - mean[~per_speaker])
+                                / np.sqrt(var[~per_speaker])).astype(np.float32)
+        return z
+    return normalized
 
 
 def kws_embedder() -> Callable[[np.ndarray], np.ndarray]:
@@ -288,11 +329,21 @@ def main() -> None:
     configs["cold_start"] = replace(shipped, norm="first")  # the recipe of speech_emotion_cold.onnx
     configs["crop"] = shipped  # same recipe; its augmented copies are cut in length (cropping)
     configs["dims"] = replace(shipped, dims=0.5)
+    configs["speaker_dims"] = shipped
+    held_out = [""]
+    split = sm.loco_split
+
+    def tracked_split(data, corpus: str):  # noqa: ANN001, ANN202 - tells speaker_dims the held-out corpus
+        held_out[0] = corpus
+        return split(data, corpus)
+
+    sm.loco_split = tracked_split
     if "egemaps_alone" in args.probes:
         configs["egemaps_alone"] = with_extra(sm, sf, replace(shipped, encoder=False), ("egemaps",), functionals=False)
     plain = sm.normalized
     normalisers = {"both_views": both_views(plain), "same_emotion_history": same_emotion_history(),
-                   "encoder_global": partly_global(plain, True), "functionals_global": partly_global(plain, False)}
+                   "encoder_global": partly_global(plain, True), "functionals_global": partly_global(plain, False),
+                   "speaker_dims": speaker_dims(plain, held_out)}
     rows = []
     for name in args.probes:
         cfg = configs[name]
@@ -306,6 +357,7 @@ def main() -> None:
         sm.normalized = normalisers.get(name, plain)  # protocol_corpora looks it up at call time
         try:
             res = sm.protocol_corpora(data, feats, cfg, log=False)
+            held_out[0] = "ravdess"
             cv = (sm.protocol_speakers(data, feats, cfg, corpora=["ravdess"], log=False)["corpora"]["ravdess"]
                   if args.ravdess_cv else None)
         finally:
