@@ -3,7 +3,7 @@ person, segment by segment with statistics accumulated online, in short sessions
 
 For each held-out corpus, the shipped recipe's two networks are trained on the other corpora (the
 main model, ``--norm online``, and the cold-start model, ``--norm first``; seed 0). Each test
-speaker's files are shuffled (seed 0) and cut into sessions of ``S`` files (a person saying ``S``
+speaker's files are shuffled and cut into sessions of ``S`` files (a person saying ``S``
 things in a video; ``all``: one session per speaker). Within a session the k-th file is normalised
 with the shrunk statistics of files 1..k, as :class:`emolens.voice.SpeakerNormalizer` does, and
 scored by three rules:
@@ -13,7 +13,8 @@ scored by three rules:
 * ``mixed``: both, the cold-start model weighted by :func:`emolens.voice.model.cold_share`
   (1 for the first file, then ``prior / (prior + k - 1)``): the pipeline's rule.
 
-Probabilities are temperature-scaled with each shipped model's temperature.
+Probabilities are temperature-scaled with each shipped model's temperature. Each UAR is the mean
+over ``--shuffles`` orders (seeds 0, 1, ...); the JSON keeps every one.
 
     OMP_NUM_THREADS=1 python benchmarks/speech_sessions.py [--data ../shared/data]
 
@@ -87,6 +88,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--sizes", type=int, nargs="+", default=[2, 4, 8, 0], help="session sizes (0: all of a speaker)")
+    ap.add_argument("--shuffles", type=int, default=5, help="orders of each speaker's files to average over")
     args = ap.parse_args()
     if not args.data.is_dir():
         sys.exit(f"no speech corpora under {args.data}")
@@ -97,6 +99,7 @@ def main() -> None:
     data, feats, _ = sm.load_features(args.data, main_cfg)
     x = feats[0].astype(np.float64)
     result: dict = {}
+    spread: dict = {}
     for corpus in dict.fromkeys(data.corpora.tolist()):
         train, test, classes = sm.loco_split(data, corpus)
         mean, var = sm.global_stats(feats, train)
@@ -105,23 +108,27 @@ def main() -> None:
         local = {int(i): j for j, i in enumerate(test)}
         result[corpus] = {}
         for size in args.sizes:
-            rng = np.random.default_rng(0)
-            sessions = []
-            for spk in dict.fromkeys(data.speakers[test].tolist()):
-                idx = np.array([local[int(i)] for i in rng.permutation(test[data.speakers[test] == spk])])
-                sessions += [idx] if size == 0 else [idx[a: a + size] for a in range(0, len(idx), size)]
-            scores = session_scores(x[test], sessions, mean, var, prior, partial(_scored, nets["main"], t_main),
-                                    partial(_scored, nets["cold"], t_cold))
-            result[corpus][str(size or "all")] = {
-                rule: round(sm.corpus_report(data.labels[test], scores[rule], classes, data.classes)["uar"], 4)
-                for rule in RULES}
+            runs: dict[str, list[float]] = {rule: [] for rule in RULES}
+            for seed in range(args.shuffles):
+                rng = np.random.default_rng(seed)
+                sessions = []
+                for spk in dict.fromkeys(data.speakers[test].tolist()):
+                    idx = np.array([local[int(i)] for i in rng.permutation(test[data.speakers[test] == spk])])
+                    sessions += [idx] if size == 0 else [idx[a: a + size] for a in range(0, len(idx), size)]
+                scores = session_scores(x[test], sessions, mean, var, prior, partial(_scored, nets["main"], t_main),
+                                        partial(_scored, nets["cold"], t_cold))
+                for rule in RULES:
+                    runs[rule].append(sm.corpus_report(data.labels[test], scores[rule], classes, data.classes)["uar"])
+            result[corpus][str(size or "all")] = {rule: round(float(np.mean(v)), 4) for rule, v in runs.items()}
+            spread.setdefault(corpus, {})[str(size or "all")] = {r: [round(u, 4) for u in v] for r, v in runs.items()}
         print(corpus, result[corpus], flush=True)
     corpora = list(result)
     lines = ["# A voice heard a few times: leave-one-corpus-out UAR in short sessions", "",
              f"- date: {datetime.date.today().isoformat()}",
              f"- machine: {cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}",
              "- command: `" + " ".join(["OMP_NUM_THREADS=1 python benchmarks/speech_sessions.py", *sys.argv[1:]]) + "`",
-             f"- statistics prior: {prior:g} pseudo-observations; temperatures: main {t_main:.3f}, cold {t_cold:.3f}",
+             f"- statistics prior: {prior:g} pseudo-observations; temperatures: main {t_main:.3f}, cold {t_cold:.3f}; "
+             f"mean of {args.shuffles} orders of each speaker's files",
              "", "| files per session | rule | " + " | ".join(corpora) + " |", "|---|---|" + "---:|" * len(corpora)]
     for size in result[corpora[0]]:
         for rule in RULES:
@@ -136,7 +143,8 @@ def main() -> None:
     out = RESULTS / "speech_sessions.md"
     out.write_text("\n".join(lines) + "\n")
     out.with_suffix(".json").write_text(json.dumps({"date": datetime.date.today().isoformat(), "prior": prior,
-                                                     "temperatures": [t_main, t_cold], "uar": result}, indent=2))
+                                                     "temperatures": [t_main, t_cold], "shuffles": args.shuffles,
+                                                     "uar": result, "uar_per_shuffle": spread}, indent=2))
     print("\n".join(lines))
 
 
