@@ -83,7 +83,7 @@ def clip_frames() -> list[tuple]:
     return out
 
 
-def l2_sweep(pf, pv, y, t_face: float, t_voice: float, test_bed, clips, l2s=None):  # noqa: ANN001
+def l2_sweep(pf, pv, y, t_face: float, t_voice: float, test_bed, clips, l2s=None, voice_prior=None):  # noqa: ANN001
     """Cross-validated NLL / accuracy, test-bed accuracy and labelled-clip score per L2 strength."""
     import numpy as np
 
@@ -99,10 +99,11 @@ def l2_sweep(pf, pv, y, t_face: float, t_voice: float, test_bed, clips, l2s=None
         ll, acc = [], []
         for k in range(5):
             tr, te = folds != k, folds == k
-            lp = fit_fusion(pf[tr], pv[tr], y[tr], t_face, t_voice, l2=l2).fuse_log(pf[te], pv[te])
+            lp = fit_fusion(pf[tr], pv[tr], y[tr], t_face, t_voice, l2=l2,
+                            voice_prior=voice_prior).fuse_log(pf[te], pv[te])
             ll.append(nll(lp, y[te]))
             acc.append(float((lp.argmax(1) == y[te]).mean()))
-        fusion = fit_fusion(pf, pv, y, t_face, t_voice, l2=l2)
+        fusion = fit_fusion(pf, pv, y, t_face, t_voice, l2=l2, voice_prior=voice_prior)
         bed = float(np.mean([(fusion.fuse_log(a, b).argmax(1) == t).mean() for a, b, t, kind in test_bed
                              if kind == "familiar"]))
         right = 0
@@ -191,7 +192,10 @@ def pairing(oof_path: Path, out_json: Path, seeds: int = 5, sweep: bool = False,
     rng = np.random.default_rng(0)
     ia = np.flatnonzero(half_a)[pair_by_label(fa_y, vy[half_a], rng)]
     voice_corpus = np.asarray(z["corpora"]).astype(str)[keep][ia]
-    l2, selection = select_l2(fa_p, warm[ia], fa_y, voice_corpus, t_face, t_voice)
+    # the voice model's prior over its own classes (uniform: class-balanced training) folded onto the
+    # fusion labels, divided out before fusing so the product counts each class's prior once
+    voice_prior = fold_vector(np.full(len(classes), 1.0 / len(classes)), classes)
+    l2, selection = select_l2(fa_p, warm[ia], fa_y, voice_corpus, t_face, t_voice, voice_prior=voice_prior)
     source = {
         "rule": "calibrated log-linear fusion (per-class reliability weights, confidence slopes, class biases; "
                 f"L2 pull {l2:g} towards the product of the temperature-scaled modalities)",
@@ -204,7 +208,7 @@ def pairing(oof_path: Path, out_json: Path, seeds: int = 5, sweep: bool = False,
                                     "(benchmarks/results/fusion_pairing.md)",
         "command": f"python benchmarks/eval_fusion.py --pairing {oof_path}",
     }
-    fusion = fit_fusion(fa_p, warm[ia], fa_y, t_face, t_voice, l2=l2, source=source)
+    fusion = fit_fusion(fa_p, warm[ia], fa_y, t_face, t_voice, l2=l2, source=source, voice_prior=voice_prior)
     fusion.save(out_json)
     rel_face = [np.mean(fa_p.argmax(1)[fa_y == c] == c) for c in range(7)]
     rel_voice = [np.mean(warm[half_a].argmax(1)[vy[half_a] == c] == c) for c in range(7)]
@@ -221,7 +225,7 @@ def pairing(oof_path: Path, out_json: Path, seeds: int = 5, sweep: bool = False,
             bed.append((pf, pv, y, kind))
             fused = fusion.fuse_log(pf, pv).argmax(1)
             lin = np.stack([old.fuse(a, b)[0] for a, b in zip(pf, pv)]).argmax(1)
-            poe = (np.log(np.clip(pf, 1e-7, 1)) + np.log(np.clip(pv, 1e-7, 1))).argmax(1)
+            poe = (np.log(np.clip(pf, 1e-7, 1)) + np.log(np.clip(pv, 1e-7, 1)) - np.log(voice_prior)).argmax(1)
             rows.append({"seed": seed, "voice_history": kind, "n": int(ok.sum()),
                          "face": float((pf.argmax(1) == y).mean()), "voice": float((pv.argmax(1) == y).mean()),
                          "fused": float((fused == y).mean()),
@@ -233,7 +237,8 @@ def pairing(oof_path: Path, out_json: Path, seeds: int = 5, sweep: bool = False,
               "fusion": fusion.to_dict(), "speakers_fit": names[0::2], "speakers_test": names[1::2],
               "l2_selection": selection}
     if sweep:
-        result["l2_sweep"] = l2_sweep(fa_p, warm[ia], fa_y, t_face, t_voice, bed, clip_frames() if AV.exists() else [])
+        result["l2_sweep"] = l2_sweep(fa_p, warm[ia], fa_y, t_face, t_voice, bed, clip_frames() if AV.exists() else [],
+                                      voice_prior=voice_prior)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "fusion_pairing.json").write_text(json.dumps(result, indent=2))
     lines = ["# Pairing test bed: FER2013 PrivateTest faces x held-out speech of the same label", "",

@@ -99,6 +99,27 @@ def test_shipped_fusion_is_calibrated_and_fitted_on_held_out_data() -> None:
                        w.fuse_log(onehot("sad", 0.5), onehot("angry", 0.5)))
 
 
+def test_a_voice_that_says_nothing_leaves_the_face_alone() -> None:
+    """The voice's 8 classes fold onto 7 (calm and neutral both on neutral): a voice model unsure
+    between all 8 gives neutral 2/8. Divided by that folded prior it adds nothing to the product,
+    so the face decides alone; without the division the fusion leans to neutral."""
+    from emolens.labels import RAVDESS8
+
+    flat = fold_vector(np.full(8, 1 / 8), RAVDESS8)
+    assert flat[FUSION_LABELS.index("neutral")] == pytest.approx(2 / 8)
+    face_p = onehot("sad", 0.3)  # unsure face, sad on top
+    ones, zeros = np.ones(7), np.zeros(7)
+    with_prior = CalibratedFusion(1.0, 1.0, ones, ones, voice_prior=flat)
+    assert np.allclose(with_prior.fuse_log(face_p, flat), np.log(face_p / face_p.sum()), atol=1e-9)
+    plain = CalibratedFusion(1.0, 1.0, ones, ones)
+    assert plain.fuse_log(face_p, flat)[FUSION_LABELS.index("neutral")] > np.log(face_p[FUSION_LABELS.index("neutral")])
+    again = CalibratedFusion.from_dict(with_prior.to_dict())
+    assert again.voice_prior is not None and np.allclose(again.voice_prior, flat, atol=1e-5)
+    assert CalibratedFusion.from_dict(plain.to_dict()).voice_prior is None
+    assert np.allclose(CalibratedFusion(1.0, 1.0, ones, zeros, voice_prior=flat).fuse_log(face_p, onehot("happy")),
+                       np.log(face_p / face_p.sum()), atol=1e-9)  # voice weight 0: the face alone
+
+
 def test_temperature_scaling_lowers_held_out_nll() -> None:
     pytest.importorskip("torch")
     from emolens.train.fusion import fit_temperature, nll

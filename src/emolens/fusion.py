@@ -9,7 +9,8 @@ a per-instance confidence term and class biases, all fitted on held-out data
 (``benchmarks/eval_fusion.py --pairing``: FER2013 PublicTest faces paired with speech of speakers
 the voice model never heard; see :mod:`emolens.train.fusion`). How strongly the fit is pulled
 towards the plain product of the calibrated modalities is chosen by leave-one-voice-corpus-out
-cross-validation; the shipped parameters are a strong pull, close to that product. The older per-class F1 weighting
+cross-validation; the shipped parameters are a strong pull, close to that product. The voice is
+divided by its model's folded class prior first (``CalibratedFusion.voice_prior``). The older per-class F1 weighting
 (:class:`FusionWeights`) is still readable. Fallbacks: face only when there is no speech, voice
 only when no face is visible, nothing when neither.
 
@@ -158,7 +159,11 @@ class CalibratedFusion:
                  + (a_voice[c] + k_voice * conf_voice) * log q_voice[c] + b[c]
 
     with ``q`` the calibrated distributions and ``conf`` their maximum probability: a per-class
-    reliability weight for each modality, a per-instance confidence term, and a class bias. The
+    reliability weight for each modality, a per-instance confidence term, and a class bias.
+    ``voice_prior`` (optional) is the voice model's class prior folded onto the fusion labels
+    (``calm`` and ``neutral`` both land on ``neutral``, so a model with a uniform prior over its 8
+    classes gives ``neutral`` 2/8); the calibrated voice distribution is divided by it, so that the
+    product of the two modalities counts each class's prior once (product of experts). The
     parameters come from :func:`emolens.train.fusion.fit_fusion` and
     :func:`emolens.train.fusion.select_l2` (``benchmarks/results/fusion_pairing.md``).
     """
@@ -171,11 +176,16 @@ class CalibratedFusion:
     k_voice: float = 0.0
     bias: np.ndarray = field(default_factory=lambda: np.zeros(len(FUSION_LABELS)))
     source: dict = field(default_factory=dict)
+    voice_prior: np.ndarray | None = None
 
     def calibrated(self, p: np.ndarray, which: str) -> np.ndarray:
-        """Temperature-scaled log-probabilities of one modality (``face`` or ``voice``)."""
+        """Temperature-scaled log-probabilities of one modality (``face`` or ``voice``; the voice
+        divided by :attr:`voice_prior` where there is one)."""
         t = self.t_face if which == "face" else self.t_voice
-        return _log_softmax(np.log(np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1.0)) / t)
+        z = np.log(np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1.0)) / t
+        if which == "voice" and self.voice_prior is not None:
+            z = z - np.log(self.voice_prior)
+        return _log_softmax(z)
 
     def fuse_log(self, p_face: np.ndarray, p_voice: np.ndarray) -> np.ndarray:
         """Fused log-probabilities for arrays ``(..., 7)`` of both modalities."""
@@ -199,10 +209,12 @@ class CalibratedFusion:
         def vec(v: np.ndarray) -> dict:
             return {c: round(float(x), 5) for c, x in zip(FUSION_LABELS, v, strict=True)}
 
-        return {"kind": "calibrated", "labels": list(FUSION_LABELS), "t_face": round(self.t_face, 5),
-                "t_voice": round(self.t_voice, 5), "a_face": vec(self.a_face), "a_voice": vec(self.a_voice),
-                "k_face": round(self.k_face, 5), "k_voice": round(self.k_voice, 5), "bias": vec(self.bias),
-                "source": self.source}
+        out = {"kind": "calibrated", "labels": list(FUSION_LABELS), "t_face": round(self.t_face, 5),
+               "t_voice": round(self.t_voice, 5), "a_face": vec(self.a_face), "a_voice": vec(self.a_voice),
+               "k_face": round(self.k_face, 5), "k_voice": round(self.k_voice, 5), "bias": vec(self.bias)}
+        if self.voice_prior is not None:
+            out["voice_prior"] = vec(self.voice_prior)
+        return {**out, "source": self.source}
 
     @classmethod
     def from_dict(cls, data: Mapping) -> CalibratedFusion:
@@ -215,7 +227,7 @@ class CalibratedFusion:
 
         return cls(float(data["t_face"]), float(data["t_voice"]), arr("a_face"), arr("a_voice"),
                    float(data.get("k_face", 0.0)), float(data.get("k_voice", 0.0)), arr("bias"),
-                   dict(data.get("source", {})))
+                   dict(data.get("source", {})), arr("voice_prior") if "voice_prior" in data else None)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the parameters as JSON."""

@@ -37,9 +37,11 @@ def fit_temperature(probs: np.ndarray, y: np.ndarray) -> float:
 
 
 def fit_fusion(p_face: np.ndarray, p_voice: np.ndarray, y: np.ndarray, t_face: float, t_voice: float,
-               l2: float = 0.01, source: dict | None = None) -> CalibratedFusion:
-    """Fit weights, slopes and biases on paired held-out probabilities ``(N, 7)`` with labels ``y``."""
-    base = CalibratedFusion(t_face, t_voice, np.ones(7), np.ones(7))
+               l2: float = 0.01, source: dict | None = None,
+               voice_prior: np.ndarray | None = None) -> CalibratedFusion:
+    """Fit weights, slopes and biases on paired held-out probabilities ``(N, 7)`` with labels ``y``
+    (the voice divided by ``voice_prior`` first: :class:`~emolens.fusion.CalibratedFusion`)."""
+    base = CalibratedFusion(t_face, t_voice, np.ones(7), np.ones(7), voice_prior=voice_prior)
     lf = torch.from_numpy(base.calibrated(p_face, "face"))
     lv = torch.from_numpy(base.calibrated(p_voice, "voice"))
     cf, cv = lf.exp().max(1, keepdim=True).values, lv.exp().max(1, keepdim=True).values
@@ -63,7 +65,8 @@ def fit_fusion(p_face: np.ndarray, p_voice: np.ndarray, y: np.ndarray, t_face: f
 
     opt.step(closure)
     return CalibratedFusion(t_face, t_voice, a_f.detach().numpy().copy(), a_v.detach().numpy().copy(),
-                            float(k_f.item()), float(k_v.item()), b.detach().numpy().copy(), source or {})
+                            float(k_f.item()), float(k_v.item()), b.detach().numpy().copy(), source or {},
+                            voice_prior)
 
 
 def pair_by_label(face_y: np.ndarray, voice_y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -85,7 +88,8 @@ L2_GRID: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0, 3.0, 10.0, 30.0, 100.0)
 
 
 def grouped_cv(p_face: np.ndarray, p_voice: np.ndarray, y: np.ndarray, groups: np.ndarray, t_face: float,
-               t_voice: float, l2: float | None = None, fixed: CalibratedFusion | None = None) -> dict:
+               t_voice: float, l2: float | None = None, fixed: CalibratedFusion | None = None,
+               voice_prior: np.ndarray | None = None) -> dict:
     """Leave-one-group-out NLL and accuracy of :func:`fit_fusion` with ``l2``, or of a ``fixed``
     fusion (nothing fitted). Each held-out group is scored only on the labels the other groups
     have, so no class is judged that the fit never saw."""
@@ -97,7 +101,8 @@ def grouped_cv(p_face: np.ndarray, p_voice: np.ndarray, y: np.ndarray, groups: n
         test &= np.isin(y, np.unique(y[train]))
         if not test.any():
             continue
-        fusion = fixed or fit_fusion(p_face[train], p_voice[train], y[train], t_face, t_voice, l2=float(l2 or 0))
+        fusion = fixed or fit_fusion(p_face[train], p_voice[train], y[train], t_face, t_voice, l2=float(l2 or 0),
+                                     voice_prior=voice_prior)
         logp.append(fusion.fuse_log(p_face[test], p_voice[test]))
         labels.append(y[test])
     if not logp:
@@ -107,14 +112,16 @@ def grouped_cv(p_face: np.ndarray, p_voice: np.ndarray, y: np.ndarray, groups: n
 
 
 def select_l2(p_face: np.ndarray, p_voice: np.ndarray, y: np.ndarray, groups: np.ndarray, t_face: float,
-              t_voice: float, grid: tuple[float, ...] = L2_GRID) -> tuple[float, list[dict]]:
+              t_voice: float, grid: tuple[float, ...] = L2_GRID,
+              voice_prior: np.ndarray | None = None) -> tuple[float, list[dict]]:
     """The L2 strength in ``grid`` with the lowest leave-one-group-out NLL (:func:`grouped_cv`),
     and the comparison's rows (``rule`` ``fit``), followed by two references on the same folds:
     plain product of the temperature-scaled modalities (``product``) and the face alone (``face``)."""
-    rows = [{"rule": "fit", **grouped_cv(p_face, p_voice, y, groups, t_face, t_voice, l2)} for l2 in grid]
+    rows = [{"rule": "fit", **grouped_cv(p_face, p_voice, y, groups, t_face, t_voice, l2, voice_prior=voice_prior)}
+            for l2 in grid]
     best = min(rows, key=lambda r: r["nll"])["l2"]
     k = len(FUSION_LABELS)
     for rule, a_voice in (("product", np.ones(k)), ("face", np.zeros(k))):
-        fixed = CalibratedFusion(t_face, t_voice, np.ones(k), a_voice)
+        fixed = CalibratedFusion(t_face, t_voice, np.ones(k), a_voice, voice_prior=voice_prior)
         rows.append({"rule": rule, **grouped_cv(p_face, p_voice, y, groups, t_face, t_voice, fixed=fixed)})
     return float(best), rows
