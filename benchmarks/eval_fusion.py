@@ -257,7 +257,9 @@ def pairing(oof_path: Path, out_json: Path, seeds: int = 5, sweep: bool = False,
              *(f"| **mean** | {kind} | {m['face']:.4f} | {m['voice']:.4f} | **{m['fused']:.4f}** | "
                f"{m['weighted_mean_by_accuracy']:.4f} | {m['product']:.4f} |" for kind, m in mean.items()), "",
              f"Temperatures: face {t_face:.3f}, voice {t_voice:.3f}. Face and voice are assumed independent given",
-             "the label (different people), so the fused gain is optimistic for real recordings.", "",
+             "the label (different people), so the fused gain is optimistic for real recordings. The voice is divided",
+             "by its model's class prior folded onto the 7 labels (neutral " + f"{voice_prior[-1]:.3f}, the others "
+             f"{voice_prior[0]:.3f}) before it is fused, in the `product` column too.", "",
              "Strength of the fit's L2 pull towards plain product-of-experts, chosen by leave-one-voice-corpus-out",
              "cross-validation on the fitting pairs (PublicTest x speakers A): fitted on the pairs whose voices come",
              "from three corpora, scored on the pairs of the fourth (on the labels the three have), so the choice",
