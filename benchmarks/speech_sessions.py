@@ -60,17 +60,16 @@ def session_scores(x: np.ndarray, sessions: list[np.ndarray], mean: np.ndarray, 
                    score_main, score_cold) -> dict[str, np.ndarray]:  # noqa: ANN001
     """Log-probabilities ``(N, classes)`` of every rule for the rows of ``x`` in ``sessions``
     (index arrays, in the order heard); ``score_*``: normalised rows -> log-probabilities."""
-    from emolens.voice.model import cold_share, shrunk_stats
+    from emolens.voice.model import SpeakerNormalizer, cold_share
 
+    norm = SpeakerNormalizer(mean, np.sqrt(var), prior)
     out: dict[str, np.ndarray] = {}
-    for order in sessions:
+    for session, order in enumerate(sessions):
         hist, alone = [], []
-        for k, i in enumerate(order):
-            sub = x[order[: k + 1]]
-            m, sd = shrunk_stats(k + 1, sub.sum(0), (sub * sub).sum(0), mean, var, prior)
-            hist.append((x[i] - m) / sd)
-            m1, sd1 = shrunk_stats(1, x[i], x[i] ** 2, mean, var, prior)
-            alone.append((x[i] - m1) / sd1)
+        for i in order:  # as the pipeline hears a person: update, then normalise with what is known so far
+            norm.update(x[i], session)
+            hist.append(norm.normalize(x[i], session))
+            alone.append(norm.normalize_alone(x[i]))
         lm, lc = score_main(np.array(hist)), score_cold(np.array(alone))
         w = np.array([cold_share(k + 1, prior) for k in range(len(order))])[:, None]
         first = (np.arange(len(order)) == 0)[:, None]

@@ -92,11 +92,19 @@ def _protocol(data: Path, protocol: str, corpora: str, copies: int, norm: str, h
               adversary: float = 0.0) -> None:
     """``evaluate speech --protocol speakers|corpora``."""
     try:
-        from emolens.train.speech_multi import MultiConfig, confusions, run_protocol, save_json, strip_logits, table
+        from emolens.train.speech_multi import (
+            SHRUNK_NORMS,
+            MultiConfig,
+            confusions,
+            run_protocol,
+            save_json,
+            strip_logits,
+            table,
+        )
     except ImportError as exc:
         fail(f"the generalisation protocols train models and need PyTorch: pip install 'emolens[train]' ({exc})")
     cfg = MultiConfig(copies=copies, norm=norm, hidden=hidden, epochs=epochs,
-                      prior=8.0 if norm in ("online", "first") else 0.0,
+                      prior=8.0 if norm in SHRUNK_NORMS else 0.0,
                       encoder=encoder, seeds=seeds, adversary=adversary)
     chosen = [c.strip() for c in corpora.split(",") if c.strip()] or None
     try:
@@ -256,12 +264,12 @@ def train_speech_cmd(
     """Cross-validate speaker-independently, then train and export the speech-emotion model."""
     if model == "functionals":
         try:
-            from emolens.train.speech_multi import MultiConfig, table
+            from emolens.train.speech_multi import SHRUNK_NORMS, MultiConfig, table
             from emolens.train.speech_multi import train_final as train_functionals
         except ImportError as exc:
             fail(f"training needs PyTorch: pip install 'emolens[train]' ({exc})")
         cfg = MultiConfig(copies=copies, norm=norm, hidden=hidden, epochs=epochs if epochs != 45 else 150,
-                          seed=seed, threads=threads, prior=prior if norm in ("online", "first") else 0.0,
+                          seed=seed, threads=threads, prior=prior if norm in SHRUNK_NORMS else 0.0,
                           encoder=encoder,
                           seeds=seeds, adversary=adversary)
         protocols = ("corpora", "speakers") if cv else ("corpora",)

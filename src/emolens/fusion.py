@@ -10,8 +10,8 @@ a per-instance confidence term and class biases, all fitted on held-out data
 the voice model never heard; see :mod:`emolens.train.fusion`). How strongly the fit is pulled
 towards the plain product of the calibrated modalities is chosen by leave-one-voice-corpus-out
 cross-validation; the shipped parameters are a strong pull, close to that product. The voice is
-divided by its model's folded class prior first (``CalibratedFusion.voice_prior``). The older per-class F1 weighting
-(:class:`FusionWeights`) is still readable. Fallbacks: face only when there is no speech, voice
+divided by its model's folded class prior first (``CalibratedFusion.voice_prior``). The older
+per-class F1 weighting (:class:`FusionWeights`) is still readable. Fallbacks: face only when there is no speech, voice
 only when no face is visible, nothing when neither.
 
 Speaker attribution (several faces during speech): audio-visual synchrony (:class:`SpeakerPicker`):

@@ -45,6 +45,10 @@ from emolens.voice.model import shrunk_stats
 CV_FOLDS = {"ravdess": 6, "emodb": 5, "turev": 6, "urdu": 5}
 
 
+#: Normalisations that shrink each speaker's statistics towards the global ones (``prior``).
+SHRUNK_NORMS = ("online", "first")
+
+
 @dataclass
 class MultiConfig:
     """Knobs of the functionals recipe (saved in the model JSON)."""
@@ -384,13 +388,13 @@ def protocol_corpora(data: SpeechDataset, feats: np.ndarray, cfg: MultiConfig,
         net = train_on(data, z, train, cfg, stats)
         logits = logits_of(net, z[0, test])
         oof[test] = logits
-        if cfg.norm in ("online", "first"):  # each test file also as its speaker's first (that file alone)
+        if cfg.norm in SHRUNK_NORMS:  # each test file also as its speaker's first (that file alone)
             alone = online_normalize(feats[0, test], data.speakers[test], stats[0], stats[1], cfg.prior,
                                      np.random.default_rng(0), sizes=(1,))
             first[test] = logits_of(net, alone)
         rep = corpus_report(data.labels[test], logits, classes, data.classes)
         rep["trained_on"] = train_corpora
-        if cfg.norm in ("online", "first"):
+        if cfg.norm in SHRUNK_NORMS:
             rep["first_utterance_uar"] = corpus_report(data.labels[test], first[test], classes, data.classes)["uar"]
         out[corpus] = rep
         if log:
@@ -582,7 +586,7 @@ def train_final(data_root: str | Path, out: str | Path, cfg: MultiConfig, drop: 
         "n_mfcc": 20,
         **({"encoder": "speech_encoder.onnx"} if cfg.encoder else {}),
         "feature_params": asdict(FeatureParams()),
-        "normalization": {"mode": cfg.norm, "prior": cfg.prior if cfg.norm in ("online", "first") else prior,
+        "normalization": {"mode": cfg.norm, "prior": cfg.prior if cfg.norm in SHRUNK_NORMS else prior,
                           "columns": cols.tolist(),
                           "names": [names[i] for i in cols],
                           "mean": np.round(stats[0], 6).tolist(), "std": np.round(np.sqrt(stats[1]), 6).tolist()},

@@ -120,7 +120,7 @@ class SpeechEmotionModel:
 
     def cold_share(self, n: int, prior: float) -> float:
         """:func:`cold_share`, or 0 when the model has no cold-start partner."""
-        return 0.0 if self.cold is None or self.cold.normalizer is None else cold_share(n, prior)
+        return 0.0 if self.cold is None else cold_share(n, prior)
 
     def _scorers(self, raw: np.ndarray, norm: SpeakerNormalizer,
                  speaker: object) -> list[tuple[SpeechEmotionModel, np.ndarray, float]]:
@@ -128,7 +128,7 @@ class SpeechEmotionModel:
         :meth:`predict_normalized`)."""
         w = self.cold_share(norm.count(speaker), norm.prior)
         out: list[tuple[SpeechEmotionModel, np.ndarray, float]] = []
-        if w > 0 and self.cold is not None and self.cold.normalizer is not None:
+        if self.cold is not None and self.cold.normalizer is not None and w > 0:  # a functionals model: set
             out.append((self.cold, self.cold.normalizer.normalize_alone(raw), w))
         if w < 1:
             out.append((self, norm.normalize(raw, speaker), 1.0 - w))
