@@ -113,6 +113,23 @@ def test_int8_weight_storage_is_small_and_faithful(tiny: dict, tmp_path: Path) -
     assert np.abs(probs["int8"] - probs["fp32"]).max() < 5e-2
 
 
+def test_the_gpu_pack_stores_faces_losslessly_and_smaller_than_lzma_alone() -> None:
+    import lzma
+
+    from emolens.train.face_gpu import med_decode, med_residuals
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:48, :48]
+    smooth = (128 + 60 * np.sin(xx[None] / rng.uniform(3, 9, (64, 1, 1)) + yy[None] / 7)
+              + rng.normal(0, 3, (64, 48, 48)))  # face-like: smooth shading plus sensor noise
+    faces = np.clip(smooth, 0, 255).astype(np.uint8)
+    faces[0] = rng.integers(0, 256, (48, 48))  # and the extremes: noise, black, white, edges
+    faces[1], faces[2], faces[3] = 0, 255, np.where(xx > 20, 255, 0)
+    res = med_residuals(faces)
+    assert np.array_equal(med_decode(res), faces)
+    assert len(lzma.compress(res.tobytes())) < 0.9 * len(lzma.compress(faces.tobytes()))
+
+
 def test_gpu_recipe_runs_end_to_end_on_cpu(tmp_path: Path) -> None:
     csv = fer_csv(tmp_path / "fer.csv")
     pack = tmp_path / "fer.npz"
