@@ -16,13 +16,15 @@ Writes ``benchmarks/results/explain_faithfulness.md`` (date, machine, command, f
 ``--chunks FILE`` keeps the sums of each finished 256-face chunk in FILE, so a run of hours (the
 accurate model's occlusion maps: about 5 CPU-hours) can stop and resume. A rerun with the committed
 ``benchmarks/results/explain_chunks.json`` only reassembles the stored sums; to recompute from the
-faces, give a new file or leave ``--chunks`` out.
+faces, give a new file or leave ``--chunks`` out. Chunks are stored per model file (the first 12
+hex digits of its sha256), so a model whose weights change starts afresh; every row records it.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -88,6 +90,7 @@ def main() -> None:
 
     from emolens.datasets import load_fer2013
     from emolens.explanations import BLUR_SIGMA, OPERATORS
+    from emolens.expression import resolve_model
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=FER)
@@ -110,10 +113,11 @@ def main() -> None:
     rows = []
     pool = ProcessPoolExecutor(args.jobs)
     for name in args.model:
+        sha = hashlib.sha256(resolve_model(name).read_bytes()).hexdigest()[:12]
         for method in args.method:
             start = time.perf_counter()
             drops: dict[str, dict[str, list[np.ndarray]]] = {op: {} for op in OPERATORS}
-            key = f"{name}/{method}/{args.split}/{args.fraction}"
+            key = f"{name}@{sha}/{method}/{args.split}/{args.fraction}"
             stored = chunk_store(args.chunks).get(key, {})
             ids = {i: f"{i}+{len(faces[i: i + 256])}" for i in range(0, len(faces), 256)}  # start+size
             starts = [i for i, c in ids.items() if c not in stored]
@@ -132,7 +136,7 @@ def main() -> None:
             seconds = round(time.perf_counter() - start, 1)
             for op in OPERATORS:
                 mean = {k: float(sum(t for t, _ in v) / sum(n for _, n in v)) for k, v in drops[op].items()}
-                rows.append({"model": name, "method": method, "operator": op, "faces": len(faces),
+                rows.append({"model": name, "model_sha256": sha, "method": method, "operator": op, "faces": len(faces),
                              "date": datetime.date.today().isoformat(),
                              "seconds": seconds, "drop_salient": mean["salient"], "drop_random": mean["random"],
                              "drop_pixels": mean["pixels"], "ratio_random": mean["salient"] / mean["random"],
@@ -166,7 +170,9 @@ def main() -> None:
     ]
     if args.keep:
         notes.append("Rows run at different times: " + "; ".join(sorted({
-            f"{r['model']} {r['method']}: {r['date']}, `{r['command']}`" for r in rows})) + ".")
+            f"{r['model']} {r['method']}"
+            + (f" (model file sha256 {r['model_sha256']}...)" if r.get("model_sha256") else "")
+            + f": {r['date']}, `{r['command']}`" for r in rows})) + ".")
     lines = [f"# Heat maps: deletion test on FER2013 {args.split}", "",
              f"- date: {datetime.date.today().isoformat()}", f"- machine: {machine}",
              f"- command: `{command.strip()}`", "", *table(rows), "", *notes]

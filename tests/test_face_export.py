@@ -113,6 +113,44 @@ def test_int8_weight_storage_is_small_and_faithful(tiny: dict, tmp_path: Path) -
     assert np.abs(probs["int8"] - probs["fp32"]).max() < 5e-2
 
 
+def test_int4_storage_halves_int8_again_and_folding_gives_the_weights_back(tiny: dict, tmp_path: Path) -> None:
+    import shutil
+
+    from emolens.train.face_explain_export import add_explain_outputs
+    from emolens.train.face_export import export_onnx, fold_weight_storage, load_checkpoint, store_fp16, store_int8
+
+    net = load_checkpoint(tiny["runs"][0] / "best.pt", 7)
+    faces = np.random.default_rng(1).integers(0, 255, (16, 48, 48)).astype(np.uint8)
+    for w in ("fp32", "int8"):
+        export_onnx(net, tmp_path / f"{w}.onnx", tta="flip", labels=FER7, weights=w)
+    add_explain_outputs(tmp_path / "int8.onnx")  # as shipped
+    fold_weight_storage(tmp_path / "int8.onnx", tmp_path / "folded.onnx")
+    for bits, int4_min in (("again8", 0), ("int4", 4096)):
+        shutil.copy(tmp_path / "folded.onnx", tmp_path / f"{bits}.onnx")
+        store_int8(tmp_path / f"{bits}.onnx", int4_min=int4_min)
+        store_fp16(tmp_path / f"{bits}.onnx")
+    probs = {w: ExpressionModel(tmp_path / f"{w}.onnx").predict(faces) for w in ("fp32", "int8", "again8", "int4")}
+    size = {w: (tmp_path / f"{w}.onnx").stat().st_size for w in probs}
+    # int8 weights folded to float and stored as int8 again: the same numbers (scales from the same maxima)
+    assert np.array_equal(probs["again8"], probs["int8"])
+    assert size["int4"] < 0.75 * size["again8"]  # the tiny net's big tensors in 4 bits
+    assert np.abs(probs["int4"] - probs["fp32"]).max() < 0.15
+    # the packed nibbles unpack to exactly the per-channel 4-bit values of the weights
+    import onnx
+    from onnx import numpy_helper
+
+    fold_weight_storage(tmp_path / "int4.onnx", tmp_path / "unpacked.onnx")
+    before, after = ({i.name: numpy_helper.to_array(i) for i in onnx.load(str(tmp_path / f)).graph.initializer}
+                     for f in ("folded.onnx", "unpacked.onnx"))
+    four = [n for n in before if before[n].ndim >= 2 and before[n].size >= 4096]
+    assert four
+    for n in four:
+        w = before[n].reshape(len(before[n]), -1)
+        scale = (np.abs(w).max(1, keepdims=True) / 7).astype(np.float16).astype(np.float32)
+        want = np.clip(np.round(w / (np.abs(w).max(1, keepdims=True) / 7)), -7, 7) * scale
+        assert np.allclose(after[n].reshape(w.shape), want, rtol=0, atol=1e-6), n
+
+
 def test_the_gpu_pack_stores_faces_losslessly_and_smaller_than_lzma_alone() -> None:
     import lzma
 

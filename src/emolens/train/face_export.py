@@ -34,7 +34,7 @@ def export_onnx(
 ) -> None:
     """Export ``net`` with its test-time averaging and softmax to ONNX: input ``faces`` float32
     ``(N,1,44,44)`` (``none``/``flip``) or ``(N,1,48,48)`` (``tencrop``) in 0..255, output ``probs``.
-    Weights are stored as ``fp16`` or ``int8`` (per-channel, see :func:`store_int8`) and computed in
+    Weights are stored as ``fp16``, ``int8`` or ``int4`` (per-channel, see :func:`store_int8`) and computed in
     float32; ``labels`` and the preprocessing go into the ONNX metadata."""
     net = net.to("cpu").float().eval()
     wrapper = _wrap(net, tta).to(memory_format=torch.contiguous_format)
@@ -44,8 +44,8 @@ def export_onnx(
         wrapper, (dummy,), str(path), input_names=["faces"], output_names=["probs"],
         dynamic_axes={"faces": {0: "n"}, "probs": {0: "n"}}, opset_version=17, dynamo=False,
     )
-    if weights == "int8":
-        store_int8(path)
+    if weights in ("int8", "int4"):
+        store_int8(path, int4_min=INT4_MIN if weights == "int4" else 0)
     if weights != "fp32":
         store_fp16(path)
     if labels is not None:
@@ -96,32 +96,123 @@ def store_fp16(path: str | Path) -> None:
     onnx.save(model, str(path))
 
 
-def store_int8(path: str | Path, min_size: int = 4096) -> None:
+#: Weight tensors with at least this many values are stored as int4 by ``weights="int4"`` (for the
+#: width-64 FaceNet: the convolutions of stages 3 and 4, 80 % of its weights).
+INT4_MIN = 2 ** 18
+
+
+def store_int8(path: str | Path, min_size: int = 4096, int4_min: int = 0) -> None:
     """Store large float32 weight tensors (conv kernels, linear matrices) as int8 with one float
     scale per output channel (symmetric), followed by ``Cast`` and ``Mul`` back to float32: a
-    quarter of the file size; onnxruntime folds both ops at load time, so compute stays float32."""
+    quarter of the file size; onnxruntime folds both ops at load time, so compute stays float32.
+
+    With ``int4_min`` > 0, tensors of at least that many values get 4 bits instead (-7..7, two per
+    byte, unpacked by ``Cast``/``Div``/``Floor`` arithmetic that onnxruntime folds the same way)."""
     import onnx
     from onnx import helper, numpy_helper
 
     model = onnx.load(str(path))
     graph = model.graph
-    done = []
+    done: list[tuple[str, list[onnx.NodeProto]]] = []
     for init in list(graph.initializer):
         if init.data_type != onnx.TensorProto.FLOAT or len(init.dims) < 2 or np.prod(init.dims) < min_size:
             continue
         w = numpy_helper.to_array(init)
-        scale = np.abs(w.reshape(len(w), -1)).max(1) / 127.0
+        name = init.name
+        four = bool(int4_min) and w.size >= int4_min and w.size % 2 == 0  # (odd sizes: int8)
+        top = 7 if four else 127
+        scale = np.abs(w.reshape(len(w), -1)).max(1) / top
         scale = np.where(scale > 0, scale, 1.0).astype(np.float32).reshape(-1, *([1] * (w.ndim - 1)))
-        q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
+        q = np.clip(np.round(w / scale), -top, top).astype(np.int8)
         graph.initializer.remove(init)
-        graph.initializer.extend([numpy_helper.from_array(q, init.name + "_q"),
-                                  numpy_helper.from_array(scale, init.name + "_scale")])
-        done.append(init.name)
-    for name in reversed(done):
-        graph.node.insert(0, helper.make_node("Mul", [name + "_f", name + "_scale"], [name]))
-        graph.node.insert(0, helper.make_node("Cast", [name + "_q"], [name + "_f"], to=onnx.TensorProto.FLOAT))
+        graph.initializer.append(numpy_helper.from_array(scale, name + "_scale"))
+        if four:
+            graph.initializer.extend([numpy_helper.from_array(pack_int4(q), name + "_q4"),
+                                      numpy_helper.from_array(np.array(w.shape, np.int64), name + "_shape")])
+            nodes = _int4_unpack(name)
+        else:
+            graph.initializer.append(numpy_helper.from_array(q, name + "_q"))
+            nodes = [helper.make_node("Cast", [name + "_q"], [name + "_f"], to=onnx.TensorProto.FLOAT)]
+        done.append((name, nodes + [helper.make_node("Mul", [name + "_f", name + "_scale"], [name])]))
+    if any(name + "_q4" in {i.name for i in graph.initializer} for name, _ in done):
+        graph.initializer.extend([numpy_helper.from_array(np.array(v, np.float32), f"int4_{v}") for v in (8, 16)]
+                                 + [numpy_helper.from_array(np.array([1], np.int64), "int4_axis"),
+                                    numpy_helper.from_array(np.array([-1], np.int64), "int4_flat")])
+    for _, nodes in reversed(done):
+        for node in reversed(nodes):
+            graph.node.insert(0, node)
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
+
+
+def pack_int4(q: np.ndarray) -> np.ndarray:
+    """An even number of values -8..7 (any shape) -> ``uint8`` bytes holding two each, first in the
+    high nibble."""
+    flat = (q.reshape(-1).astype(np.int16) + 8).astype(np.uint8)
+    return (flat[0::2] << 4 | flat[1::2]).astype(np.uint8)
+
+
+def _int4_unpack(name: str) -> list:
+    """Nodes turning ``<name>_q4`` (:func:`pack_int4`) into ``<name>_f`` float32 of ``<name>_shape``."""
+    import onnx
+    from onnx import helper
+
+    t = f"{name}_int4/"
+    nodes = [
+        helper.make_node("Cast", [name + "_q4"], [t + "bytes"], to=onnx.TensorProto.FLOAT),
+        helper.make_node("Div", [t + "bytes", "int4_16"], [t + "div"]),
+        helper.make_node("Floor", [t + "div"], [t + "high"]),
+        helper.make_node("Mul", [t + "high", "int4_16"], [t + "high16"]),
+        helper.make_node("Sub", [t + "bytes", t + "high16"], [t + "low"]),
+        helper.make_node("Unsqueeze", [t + "high", "int4_axis"], [t + "h1"]),
+        helper.make_node("Unsqueeze", [t + "low", "int4_axis"], [t + "l1"]),
+        helper.make_node("Concat", [t + "h1", t + "l1"], [t + "pairs"], axis=1),
+        helper.make_node("Reshape", [t + "pairs", "int4_flat"], [t + "all"]),
+    ]
+    nodes += [helper.make_node("Reshape", [t + "all", name + "_shape"], [t + "shaped"]),
+              helper.make_node("Sub", [t + "shaped", "int4_8"], [name + "_f"])]
+    return nodes
+
+
+#: The operators :func:`store_int8`, :func:`store_fp16` and :func:`_int4_unpack` put in front of a weight.
+_STORAGE_OPS = {"Cast", "Mul", "Div", "Floor", "Sub", "Unsqueeze", "Concat", "Reshape"}
+
+
+def fold_weight_storage(path: str | Path, out: str | Path) -> None:
+    """Write ``path`` with its stored weights (float16, int8, int4 and their ``Cast``/``Mul`` chains
+    in the main graph, computed from initializers alone) folded back into float32 initializers, so
+    that :func:`store_int8` / :func:`store_fp16` can store them again, e.g. with fewer bits. The
+    explain outputs are removed (:func:`~emolens.train.face_explain_export.add_explain_outputs`
+    adds them back)."""
+    import onnx
+    from onnx import numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    from emolens.train.face_explain_export import _strip
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    _strip(graph)
+    consts = {i.name for i in graph.initializer}
+    folded, keep = [], []
+    for node in graph.node:
+        if node.op_type in _STORAGE_OPS and all(i in consts for i in node.input if i):
+            folded.append(node)
+            consts.update(node.output)
+        else:
+            keep.append(node)
+    used = {i for n in keep for i in n.input} | {o.name for o in graph.output}
+    wanted = sorted({o for n in folded for o in n.output} & used)
+    sub = onnx.helper.make_graph(folded, "fold", [], [onnx.helper.make_tensor_value_info(w, 0, None) for w in wanted],
+                                 initializer=list(graph.initializer))
+    values = ReferenceEvaluator(onnx.helper.make_model(sub, opset_imports=model.opset_import)).run(None, {})
+    inits = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(inits + [numpy_helper.from_array(np.asarray(v), w) for w, v in zip(wanted, values)])
+    del graph.node[:]
+    graph.node.extend(keep)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(out))
 
 
 def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: np.ndarray) -> None:
@@ -312,6 +403,8 @@ STORAGE = {
     "fp16": "weights stored as float16, computed in float32",
     "fp32": "float32 weights and compute",
     "int8": "weights stored as int8 with a float scale per output channel, computed in float32",
+    "int4": ("weights stored with a float scale per output channel, as int8, and as int4 (-7..7) for the "
+             f"tensors of at least {INT4_MIN:,} values (conv stages 3-4); computed in float32"),
     "qdq": "statically quantized: int8 weights (per channel) and uint8 activations, integer kernels",
 }
 
@@ -430,6 +523,59 @@ strongly turned or occluded faces are less reliable. Research use: FER2013's ter
     return onnx_path
 
 
+def requantize(name: str, out: str | Path, weights: str = "int4", data: str = "../shared/data/fer2013/fer2013.csv.xz",
+               command: str = "") -> dict:
+    """Store the shipped ``face_<name>.onnx``'s weights anew (``weights``: ``int4``, ``int8`` or
+    ``fp16``; see :func:`store_int8`) without its training checkpoints, and report the result like
+    :func:`export_ensemble`: ``out/face_expression.onnx`` + ``metrics.json``, ready for
+    :func:`ship_face_model`. The weights are read back from their current storage (e.g. int8), so
+    the new storage is measured on PublicTest/PrivateTest as shipped."""
+    import re
+
+    from emolens.expression import MODELS_DIR, ExpressionModel
+    from emolens.metrics import classification_report
+
+    if weights not in ("int4", "int8", "fp16"):
+        raise ValueError(f"weights must be int4, int8 or fp16, not {weights!r}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    card = json.loads((MODELS_DIR / f"face_{name}.json").read_text())
+    card_md = (MODELS_DIR / f"face_{name}.md").read_text()
+    path = out / "face_expression.onnx"
+    fold_weight_storage(MODELS_DIR / f"face_{name}.onnx", path)
+    if weights != "fp16":
+        store_int8(path, int4_min=INT4_MIN if weights == "int4" else 0)
+    store_fp16(path)
+    embed_metadata(path, model_metadata(card["labels"], card["input_size"]))
+    recipe = re.search(r"^- \*\*Recipe\*\*: (.*)$", card_md, re.M)
+    width = re.search(r"width (\d+)", card["architecture"])
+    metrics: dict = {
+        "config": {"data": data, "ferplus": "FER+" in card_md.split("## Summary")[0],
+                   "width": int(width.group(1)) if width else 0},
+        "tta": card["tta"], "recipe": recipe.group(1) if recipe else "",
+        "command": f"{card['command']}; then {command}" if command else card["command"], "weights": weights,
+    }
+    splits = load_face_data(data)
+    model = ExpressionModel(path)
+    for split in ("PublicTest", "PrivateTest"):
+        faces = splits[split]
+        metrics[split] = classification_report(faces.labels, model.predict(faces.images).argmax(1), faces.classes)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    history = re.search(r"^## Training history\n\n(.*?)(?=^<!-- emolens|^## )", card_md, re.M | re.S)
+    old_size = (MODELS_DIR / f"face_{name}.onnx").stat().st_size
+    (out / "NOTES.md").write_text((history.group(1).strip() + "\n\n" if history else "") + (
+        f"Weights re-stored as {weights} (`{command or 'requantize'}`, from the shipped file itself: "
+        f"{old_size:,} bytes as shipped before, {path.stat().st_size:,} now without the explain outputs that "
+        "shipping adds), measured again: "
+        f"PublicTest {card['PublicTest']['accuracy']:.4f} -> {metrics['PublicTest']['accuracy']:.4f}, "
+        f"PrivateTest {card['PrivateTest']['accuracy']:.4f} -> {metrics['PrivateTest']['accuracy']:.4f}. "
+        "The compute stays float32 (onnxruntime folds the unpacking when it loads the model), so the speed is "
+        "unchanged.\n"))
+    print(f"{path}: {path.stat().st_size:,} bytes; PublicTest {metrics['PublicTest']['accuracy']:.4f} (shipped "
+          f"{card['PublicTest']['accuracy']:.4f}), PrivateTest {metrics['PrivateTest']['accuracy']:.4f}")
+    return metrics
+
+
 def _machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -466,7 +612,7 @@ def _train_recipe(cfg: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m emolens.train.face_export ensemble|ship ...`` (see ``--help``)."""
+    """``python -m emolens.train.face_export ensemble|requantize|ship ...`` (see ``--help``)."""
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m emolens.train.face_export", description=__doc__.splitlines()[0])
@@ -477,10 +623,15 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--data", default="../shared/data/fer2013/fer2013.csv.xz")
     e.add_argument("--ferplus", default=None)
     e.add_argument("--tta", nargs="+", default=["flip", "tencrop"], choices=["none", "flip", "tencrop"])
-    e.add_argument("--weights", default="int8", choices=["int8", "fp16", "fp32", "qdq"])
+    e.add_argument("--weights", default="int8", choices=["int8", "int4", "fp16", "fp32", "qdq"])
     e.add_argument("--max-members", type=int, default=0, help="largest ensemble considered (0: all)")
     e.add_argument("--recipe", default="", help="training recipe text for the model card")
     e.add_argument("--threads", type=int, default=0)
+    r = sub.add_parser("requantize", help="store a shipped model's weights with fewer bits, measured like an export")
+    r.add_argument("--name", default="accurate", help="the shipped model (face_NAME.onnx)")
+    r.add_argument("--weights", default="int4", choices=["int4", "int8", "fp16"])
+    r.add_argument("--out", required=True)
+    r.add_argument("--data", default="../shared/data/fer2013/fer2013.csv.xz")
     s = sub.add_parser("ship", help="copy a run's ONNX into the package as face_NAME.onnx with its model card")
     s.add_argument("run")
     s.add_argument("--name", default="default")
@@ -493,6 +644,10 @@ def main(argv: list[str] | None = None) -> None:
             + (["--max-members", str(args.max_members)] if args.max_members else []))
         export_ensemble(args.checkpoints, args.out, args.data, args.ferplus, tuple(args.tta), args.recipe,
                         command, args.weights, args.max_members)
+    elif args.cmd == "requantize":
+        requantize(args.name, args.out, args.weights, args.data,
+                   f"python -m emolens.train.face_export requantize --name {args.name} --weights {args.weights} "
+                   f"--out {args.out}")
     else:
         ship_face_model(args.run, args.name)
 
