@@ -53,6 +53,13 @@ Probes:
   speakers' means (each speaker's mean over its per-emotion means) and of the emotions' effects
   within a speaker; inputs where the speaker share is above one half are normalised per speaker.
   The split is computed without the held-out corpus (without RAVDESS for ``--ravdess-cv``).
+* ``lstm``: the recipe plus the speaker encoder's frame-level states: the mean and standard
+  deviation over time of its top LSTM layer's output (2 x 256 more inputs; torch and the
+  Resemblyzer wheel, ``pip install --no-deps resemblyzer``). The shipped embedding keeps only the
+  last state, projected and normalised for speaker identity; the frames also carry how the voice
+  moves within the utterance.
+* ``lstm_adversary``: ``lstm`` with the corpus adversary (weight 1) and 5 seeds merged, the setting
+  in which the adversary lifted TurEV above its floor without the frame-level states.
 """
 
 from __future__ import annotations
@@ -79,7 +86,7 @@ RESULTS = REPO / "benchmarks" / "results"
 PROBES = ("shipped", "global", "both_views", "same_emotion_history", "prior24", "wide", "smooth", "copies4", "kws",
           "encoder_global", "functionals_global", "egemaps", "compare", "egemaps_instead",
           "compare_instead", "functionals_alone", "egemaps_alone", "cold_start", "crop", "dims",
-          "speaker_dims")
+          "speaker_dims", "lstm", "lstm_adversary")
 
 
 def both_views(base: Callable) -> Callable:
@@ -222,11 +229,36 @@ def smile_embedder(feature_set: str) -> Callable[[np.ndarray], np.ndarray]:
     return embed
 
 
+def lstm_embedder() -> Callable[[np.ndarray], np.ndarray]:
+    """``audio (16 kHz float) -> float32 (512,)``: mean and std over frames of the GE2E encoder's
+    top LSTM layer output, on the same loudness-normalised mel input as the shipped embedding."""
+    import torch
+
+    from emolens.train.speech_encoder import GE2E, default_pretrained
+    from emolens.voice.encoder import speech_encoder
+
+    torch.set_num_threads(1)
+    state = torch.load(str(default_pretrained()), map_location="cpu")
+    state = state.get("model_state", state)
+    net = GE2E()
+    net.load_state_dict({k: v for k, v in state.items() if k.split(".")[0] in ("lstm", "linear")})
+    net.eval()
+    encoder = speech_encoder()
+
+    def embed(audio: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            frames = net.lstm(torch.from_numpy(encoder.mel(audio)[None]).float())[0][0].numpy()
+        return np.concatenate([frames.mean(0), frames.std(0)]).astype(np.float32)
+
+    return embed
+
+
 #: Extra representations a probe can add to the recipe: kind -> (dimension, embedder factory).
 EXTRA_KINDS: dict[str, tuple[int, Callable[[], Callable[[np.ndarray], np.ndarray]]]] = {
     "kws": (192, kws_embedder),
     "egemaps": (88, lambda: smile_embedder("eGeMAPSv02")),
     "compare": (6373, lambda: smile_embedder("ComParE_2016")),
+    "lstm": (512, lstm_embedder),
 }
 
 
@@ -319,6 +351,9 @@ def main() -> None:
                "both_views": shipped, "same_emotion_history": shipped, "prior24": replace(shipped, prior=24.0),
                "wide": replace(shipped, hidden=256, dropout=0.5), "smooth": replace(shipped, label_smoothing=0.2),
                "copies4": replace(shipped, copies=4), "encoder_global": shipped, "functionals_global": shipped}
+    if "lstm" in args.probes or "lstm_adversary" in args.probes:
+        configs["lstm"] = with_extra(sm, sf, shipped, ("lstm",))
+        configs["lstm_adversary"] = replace(configs["lstm"], adversary=1.0, seeds=5)
     for name in ("kws", "egemaps", "compare"):
         if name in args.probes:
             configs[name] = with_extra(sm, sf, shipped, (name,))
@@ -385,7 +420,9 @@ def main() -> None:
               + ("".join(f" {r['first_utterance_uar'][c]:.3f} |" for c in corpora) if args.first_utterance else "")
               + (f" {r['ravdess_cv_accuracy']:.3f} |" if args.ravdess_cv else "") for r in rows]
     lines += ["", "Probes: see the docstring of `benchmarks/speech_probes.py`. Each row trains 4 models "
-              "(one per held-out corpus), seed 0; the first columns are leave-one-corpus-out UAR"
+              "(one per held-out corpus), seed 0"
+              + (" (`lstm_adversary`: seeds 0-4, merged)" if "lstm_adversary" in args.probes else "")
+              + "; the first columns are leave-one-corpus-out UAR"
               + (" (each file normalised with all of its speaker's files), then the same models with every test "
                  "file scored as its speaker's first utterance" if args.first_utterance else "")
               + (". `cold_start` normalises every file as a first utterance, the test files too, so its two "

@@ -370,6 +370,31 @@ def test_speech_encoder_embeddings(ravdess: Path) -> None:
     assert np.isfinite(short).all()
 
 
+def test_speech_encoder_frame_states(ravdess: Path) -> None:
+    """The encoder's second output: mean and standard deviation over time of its top LSTM layer
+    (tanh-bounded, so means in [-1, 1] and spreads in [0, 1]); they move with how a sentence is
+    said, not only with who says it: one actor's neutral and angry takes differ more than the
+    two takes of either."""
+    from emolens.train.speech_multi import MultiConfig, feature_names
+    from emolens.voice.encoder import STATES_DIM, SpeechEncoder, state_feature_names
+
+    enc = SpeechEncoder()
+    takes = {e: [load_audio(ravdess / "Actor_23" / f"03-01-{e}-01-01-{r}-23.ogg") for r in ("01", "02")]
+             for e in ("01", "05")}  # neutral, angry; normal intensity; both repetitions
+    st = {e: np.stack([enc.states(a) for a in audio]) for e, audio in takes.items()}
+    s = st["01"][0]
+    assert s.shape == (STATES_DIM,) == (len(state_feature_names()),) and np.isfinite(s).all()
+    assert np.abs(s[:256]).max() <= 1 and s[256:].min() >= 0 and s[256:].max() <= 1
+    within = np.mean([np.linalg.norm(v[0] - v[1]) for v in st.values()])
+    assert np.linalg.norm(st["01"].mean(0) - st["05"].mean(0)) > within
+    assert np.isfinite(enc.states(np.zeros(800, np.float32))).all()
+    cfg = MultiConfig(encoder=True, states=True)
+    assert cfg.kinds == ("functionals", "encoder", "states")
+    assert feature_names(cfg)[-STATES_DIM:] == state_feature_names()
+    with pytest.raises(ValueError, match="states needs encoder"):
+        MultiConfig(encoder=False, states=True)
+
+
 def test_shipped_model_reads_the_encoder_it_names() -> None:
     meta = json.loads(DEFAULT_SPEECH_MODEL.with_suffix(".json").read_text())
     model = SpeechEmotionModel()

@@ -89,7 +89,7 @@ def audio(
 
 def _protocol(data: Path, protocol: str, corpora: str, copies: int, norm: str, hidden: int, epochs: int,
               drop: str, json_out: Optional[Path], encoder: bool = True, seeds: int = 1,
-              adversary: float = 0.0) -> None:
+              adversary: float = 0.0, states: bool = False) -> None:
     """``evaluate speech --protocol speakers|corpora``."""
     try:
         from emolens.train.speech_multi import (
@@ -105,7 +105,7 @@ def _protocol(data: Path, protocol: str, corpora: str, copies: int, norm: str, h
         fail(f"the generalisation protocols train models and need PyTorch: pip install 'emolens[train]' ({exc})")
     cfg = MultiConfig(copies=copies, norm=norm, hidden=hidden, epochs=epochs,
                       prior=8.0 if norm in SHRUNK_NORMS else 0.0,
-                      encoder=encoder, seeds=seeds, adversary=adversary)
+                      encoder=encoder, seeds=seeds, adversary=adversary, states=states)
     chosen = [c.strip() for c in corpora.split(",") if c.strip()] or None
     try:
         result = run_protocol(data, protocol, cfg, drop, chosen)
@@ -137,6 +137,8 @@ def evaluate_speech(
     = "",
     encoder: Annotated[bool, typer.Option(help="--protocol: add the speaker-encoder embeddings to the functionals.")]
     = True,
+    states: Annotated[bool, typer.Option(help="--protocol: also the speaker encoder's frame-level states (mean "
+                                              "and std over time; needs --encoder).")] = False,
     seeds: Annotated[int, typer.Option(help="--protocol: networks per model (seeds merged, logits averaged).",
                                        min=1)] = 1,
     adversary: Annotated[float, typer.Option(help="--protocol: weight of the corpus adversary (gradient reversal "
@@ -162,7 +164,8 @@ def evaluate_speech(
             fail(f"unknown protocol {protocol!r} (model, speakers, corpora)")
         if not data.is_dir():
             fail(f"{data}: not a folder")
-        _protocol(data, protocol, corpora, copies, norm, hidden, epochs, drop, json_out, encoder, seeds, adversary)
+        _protocol(data, protocol, corpora, copies, norm, hidden, epochs, drop, json_out, encoder, seeds, adversary,
+                  states)
         return
 
     from emolens.metrics import classification_report, format_report, plot_confusion
@@ -241,6 +244,8 @@ def train_speech_cmd(
     = "",
     encoder: Annotated[bool, typer.Option(help="functionals: add the speaker-encoder embeddings (GE2E, shipped "
                                                "as models/speech_encoder.onnx).")] = True,
+    states: Annotated[bool, typer.Option(help="functionals: also the speaker encoder's frame-level states (mean "
+                                              "and std over time of its top LSTM layer; needs --encoder).")] = False,
     seeds: Annotated[int, typer.Option(help="functionals: networks trained with seeds --seed, --seed+1, ... and "
                                             "merged into one model (logits averaged).", min=1)] = 1,
     adversary: Annotated[float, typer.Option(help="functionals: weight of the corpus adversary (a corpus classifier "
@@ -270,7 +275,7 @@ def train_speech_cmd(
             fail(f"training needs PyTorch: pip install 'emolens[train]' ({exc})")
         cfg = MultiConfig(copies=copies, norm=norm, hidden=hidden, epochs=epochs if epochs != 45 else 150,
                           seed=seed, threads=threads, prior=prior if norm in SHRUNK_NORMS else 0.0,
-                          encoder=encoder,
+                          encoder=encoder, states=states,
                           seeds=seeds, adversary=adversary)
         protocols = ("corpora", "speakers") if cv else ("corpora",)
         try:

@@ -41,6 +41,12 @@ _HEAD_PASS = (*_PASS, "Relu")
 CAM_STAGE = 2
 
 
+#: Operators that turn stored weights into the float weights the network reads (see
+#: :func:`emolens.train.face_export.store_int8`); DequantizeLinear is not one of them: its output
+#: is kept private so that onnxruntime can still fuse it into an integer kernel.
+_WEIGHT_OPS = {"Cast", "Mul", "Div", "Floor", "Sub", "Unsqueeze", "Concat", "Reshape", "Identity"}
+
+
 def _strip(graph) -> None:  # noqa: ANN001
     """Remove what an earlier run added (so the rewrite is idempotent)."""
     for coll in (graph.node, graph.initializer, graph.output, graph.input):
@@ -203,12 +209,21 @@ def add_explain_outputs(path: str | Path, out: str | Path | None = None) -> dict
         for i in n.input:
             consumers[i].append(n)
 
+    # weights computed from initializers alone (their int8/int4/float16 storage, shared views) are
+    # folded by onnxruntime at load time in the main graph: the branch reads those, not a copy
+    fixed = {i.name for i in graph.initializer}
+    for n in graph.node:
+        if n.op_type in _WEIGHT_OPS and all(i in fixed for i in n.input if i):
+            fixed.update(n.output)
+
     def local(name: str) -> str:
         """The name of a main-graph tensor inside the explain branch (its copy, or the outer value)."""
-        return "x/" + name if name in producer else name
+        return "x/" + name if name in producer and name not in fixed else name
 
     body = []
     for n in graph.node:  # the whole network again, inside the branch; weights are read from the outer scope
+        if all(o in fixed for o in n.output):
+            continue
         copy = onnx.NodeProto()
         copy.CopyFrom(n)
         copy.name = "x/" + (n.name or n.output[0])

@@ -8,7 +8,9 @@ the wheel, then::
 
 Graph: ``mel`` float32 ``(N, T, 40)`` -> 3-layer LSTM (256) -> last hidden state of the top layer
 -> Linear 256 -> ReLU -> L2 normalisation -> ``embedding`` ``(N, 256)``, as Resemblyzer's
-``VoiceEncoder.forward``. Weights are stored as float16 (computed in float32).
+``VoiceEncoder.forward``; second output ``states`` ``(N, 512)``: the mean and standard deviation
+over time of the top layer's output at every frame. Weights are stored as float16 (computed in
+float32).
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ class GE2E(torch.nn.Module):
         self.lstm = torch.nn.LSTM(40, 256, 3, batch_first=True)
         self.linear = torch.nn.Linear(256, 256)
 
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        _, (hidden, _) = self.lstm(mel)
+    def forward(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        frames, (hidden, _) = self.lstm(mel)
         e = torch.relu(self.linear(hidden[-1]))
-        return e / torch.linalg.vector_norm(e, dim=1, keepdim=True).clamp_min(1e-9)
+        mean = frames.mean(1)
+        std = ((frames - mean[:, None]) ** 2).mean(1).sqrt()
+        return e / torch.linalg.vector_norm(e, dim=1, keepdim=True).clamp_min(1e-9), torch.cat([mean, std], 1)
 
 
 def default_pretrained() -> Path:
@@ -58,17 +62,17 @@ def export(pretrained: str | Path, out: str | Path = DEFAULT_ENCODER) -> Path:
     net.eval()
     out = Path(out)
     dummy = torch.rand(2, 160, 40)
-    torch.onnx.export(net, (dummy,), str(out), input_names=["mel"], output_names=["embedding"],
-                      dynamic_axes={"mel": {0: "n", 1: "t"}, "embedding": {0: "n"}}, opset_version=17,
-                      dynamo=False)
+    torch.onnx.export(net, (dummy,), str(out), input_names=["mel"], output_names=["embedding", "states"],
+                      dynamic_axes={"mel": {0: "n", 1: "t"}, "embedding": {0: "n"}, "states": {0: "n"}},
+                      opset_version=17, dynamo=False)
     store_fp16(out)
     import onnxruntime as ort
 
     x = np.random.default_rng(0).random((3, 250, 40)).astype(np.float32)
-    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"mel": x})[0]
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"mel": x})
     with torch.no_grad():
-        want = net(torch.from_numpy(x)).numpy()
-    err = float(np.abs(got - want).max())
+        want = [w.numpy() for w in net(torch.from_numpy(x))]
+    err = max(float(np.abs(g - w).max()) for g, w in zip(got, want))
     print(f"{out}: {out.stat().st_size} bytes, max |onnx - torch| = {err:.2e}")
     if err > 2e-2:
         raise SystemExit("exported encoder differs from torch")

@@ -30,16 +30,14 @@ def _key(paths: list[str], copy: int) -> str:
 
 
 #: Feature kinds: name -> cache-file tag (``functionals`` keeps its original untagged files).
-KINDS = {"functionals": "", "encoder": "-ge2e"}
+KINDS = {"functionals": "", "encoder": "-ge2e", "states": "-ge2e-states"}
 
 
 def _extractors(kinds: list[str]) -> dict:
     from emolens.voice.encoder import speech_encoder
 
-    out = {}
-    for k in kinds:
-        out[k] = functionals if k == "functionals" else speech_encoder().embed
-    return out
+    return {k: {"functionals": functionals, "encoder": lambda a: speech_encoder().embed(a),
+                "states": lambda a: speech_encoder().states(a)}[k] for k in kinds}
 
 
 def corpus_features(data: SpeechDataset, corpus: str, copy: int = 0, cache: str | Path = DEFAULT_CACHE,

@@ -68,11 +68,16 @@ class MultiConfig:
     seeds: int = 1  # networks trained with seeds seed, seed+1, ... and merged into one (logits averaged)
     adversary: float = 0.0  # weight of the gradient reversed from a corpus classifier on the hidden layer
     dims: float = 0.0  # weight of the arousal/valence loss on the expected circumplex position (AROUSAL_VALENCE)
+    states: bool = False  # add the encoder's frame-level states (SpeechEncoder.states); needs encoder
+
+    def __post_init__(self) -> None:
+        if self.states and not self.encoder:
+            raise ValueError("the encoder states come with the encoder: states needs encoder")
 
     @property
     def kinds(self) -> tuple[str, ...]:
         """Feature kinds (:data:`emolens.train.speech_features.KINDS`) this recipe reads."""
-        return ("functionals", "encoder") if self.encoder else ("functionals",)
+        return ("functionals",) + (("encoder",) if self.encoder else ()) + (("states",) if self.states else ())
 
 
 # ----------------------------------------------------------------------------- normalisation
@@ -471,10 +476,11 @@ def select_columns(names: list[str], drop: str) -> np.ndarray:
 
 def feature_names(cfg: MultiConfig) -> list[str]:
     """Names of the features the recipe reads: the functionals, then the encoder's values."""
-    from emolens.voice.encoder import encoder_feature_names
+    from emolens.voice.encoder import encoder_feature_names, state_feature_names
     from emolens.voice.features import functional_names
 
-    return functional_names() + (encoder_feature_names() if cfg.encoder else [])
+    return (functional_names() + (encoder_feature_names() if cfg.encoder else [])
+            + (state_feature_names() if cfg.states else []))
 
 
 def load_features(data_root: str | Path, cfg: MultiConfig, drop: str = "",
@@ -577,7 +583,8 @@ def train_final(data_root: str | Path, out: str | Path, cfg: MultiConfig, drop: 
     export_onnx(net, onnx_path, temperature)
     names = feature_names(cfg)
     meta = {
-        "name": "emolens speech emotion (multi-corpus functionals" + (" + speaker encoder)" if cfg.encoder else ")"),
+        "name": "emolens speech emotion (multi-corpus functionals"
+                + (" + speaker encoder" if cfg.encoder else "") + (" states" if cfg.states else "") + ")",
         "labels": list(data.classes),
         "sample_rate": 16000,
         "features": "functionals",
@@ -585,6 +592,7 @@ def train_final(data_root: str | Path, out: str | Path, cfg: MultiConfig, drop: 
         "functionals_version": FUNCTIONALS_VERSION,
         "n_mfcc": 20,
         **({"encoder": "speech_encoder.onnx"} if cfg.encoder else {}),
+        **({"encoder_states": True} if cfg.states else {}),
         "feature_params": asdict(FeatureParams()),
         "normalization": {"mode": cfg.norm, "prior": cfg.prior if cfg.norm in SHRUNK_NORMS else prior,
                           "columns": cols.tolist(),

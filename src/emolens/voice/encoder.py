@@ -5,7 +5,9 @@ mel bands, 256-d output; trained for speaker verification on LibriSpeech, VoxCel
 shipped inside its Apache-2.0 wheel), exported once by :mod:`emolens.train.speech_encoder`. Nothing
 is downloaded. :meth:`SpeechEncoder.embed` gives two 256-d unit vectors per utterance, the whole
 utterance and the mean of 1.6 s partial windows (50 % overlap), which the speech-emotion model reads
-next to the prosodic and spectral functionals, normalised per speaker like them.
+next to the prosodic and spectral functionals, normalised per speaker like them;
+:meth:`SpeechEncoder.states` the mean and standard deviation over the utterance of the top LSTM
+layer's output at every frame (how the voice moves, not only where it ends up).
 """
 
 from __future__ import annotations
@@ -25,11 +27,17 @@ PARTIAL_FRAMES, PARTIAL_HOP = 160, 80
 #: Loudness every utterance is scaled to before the mel front end (dBFS).
 TARGET_DBFS = -30.0
 EMBED_DIM = 512
+STATES_DIM = 512
 
 
 def encoder_feature_names() -> list[str]:
     """Names of :meth:`SpeechEncoder.embed`'s 512 values."""
     return [f"ge2e_utt_{i}" for i in range(256)] + [f"ge2e_win_{i}" for i in range(256)]
+
+
+def state_feature_names() -> list[str]:
+    """Names of :meth:`SpeechEncoder.states`' 512 values."""
+    return [f"ge2e_state_mean_{i}" for i in range(256)] + [f"ge2e_state_std_{i}" for i in range(256)]
 
 
 class SpeechEncoder:
@@ -53,7 +61,16 @@ class SpeechEncoder:
         return mel_power(x, ENCODER_PARAMS)
 
     def _run(self, mels: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {"mel": np.ascontiguousarray(mels, np.float32)})[0]
+        return self.session.run(["embedding"], {"mel": np.ascontiguousarray(mels, np.float32)})[0]
+
+    def states(self, audio: np.ndarray) -> np.ndarray:
+        """``float32 (512,)``: mean and standard deviation over the whole utterance of the top LSTM
+        layer's output per frame (the encoder's ``states`` output)."""
+        if "states" not in {o.name for o in self.session.get_outputs()}:
+            raise ValueError(f"{self.path} has no 'states' output: export it again with "
+                             "python -m emolens.train.speech_encoder")
+        mel = np.ascontiguousarray(self.mel(audio)[None], np.float32)
+        return self.session.run(["states"], {"mel": mel})[0][0].astype(np.float32)
 
     def embed(self, audio: np.ndarray) -> np.ndarray:
         """``float32 (512,)``: the whole utterance's embedding, then the mean of its partial windows'

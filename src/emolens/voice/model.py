@@ -55,12 +55,14 @@ class SpeechEmotionModel:
         self.input_name = self.session.get_inputs()[0].name
         self.normalizer: SpeakerNormalizer | None = None
         self.encoder: SpeechEncoder | None = None
+        self.states = False  # the encoder's frame-level states follow its embeddings
         if self.kind == "functionals":
             norm = self.meta["normalization"]
             self.columns = np.asarray(norm["columns"], dtype=np.int64)
             self.n_mfcc = int(self.meta.get("n_mfcc", 20))
             enc = self.meta.get("encoder")
             self.encoder = speech_encoder(self.path.parent / enc, device) if enc else None
+            self.states = bool(self.meta.get("encoder_states")) and self.encoder is not None
             self.normalizer = SpeakerNormalizer(np.asarray(norm["mean"]), np.asarray(norm["std"]),
                                                 float(norm.get("prior", 8.0)))
         #: a model trained on first-utterance normalisation, used for a voice's first segment
@@ -91,10 +93,10 @@ class SpeechEmotionModel:
 
     def raw_features(self, audio: np.ndarray, trim: bool = True) -> np.ndarray:
         """Un-normalised features ``(D,)`` the model reads (``functionals`` models only): the
-        functionals, then the speaker encoder's embeddings where the model uses them."""
+        functionals, then the speaker encoder's embeddings and states where the model uses them."""
         f = functionals(audio, self.params, self.n_mfcc, trim)
         if self.encoder is not None:
-            f = np.concatenate([f, self.encoder.embed(audio)])
+            f = np.concatenate([f, self.encoder.embed(audio)] + ([self.encoder.states(audio)] if self.states else []))
         return f[self.columns]
 
     def predict_features(self, raw: np.ndarray, speaker: object = None, update: bool = True) -> np.ndarray:
