@@ -234,15 +234,11 @@ def lstm_embedder() -> Callable[[np.ndarray], np.ndarray]:
     top LSTM layer output, on the same loudness-normalised mel input as the shipped embedding."""
     import torch
 
-    from emolens.train.speech_encoder import GE2E, default_pretrained
+    from emolens.train.speech_encoder import load_ge2e
     from emolens.voice.encoder import speech_encoder
 
     torch.set_num_threads(1)
-    state = torch.load(str(default_pretrained()), map_location="cpu")
-    state = state.get("model_state", state)
-    net = GE2E()
-    net.load_state_dict({k: v for k, v in state.items() if k.split(".")[0] in ("lstm", "linear")})
-    net.eval()
+    net = load_ge2e()
     encoder = speech_encoder()
 
     def embed(audio: np.ndarray) -> np.ndarray:

@@ -51,15 +51,20 @@ def default_pretrained() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pretrained.pt"
 
 
+def load_ge2e(pretrained: str | Path | None = None) -> GE2E:
+    """The GE2E network with Resemblyzer's weights (``pretrained.pt``; default: the installed wheel's)."""
+    state = torch.load(str(pretrained or default_pretrained()), map_location="cpu")
+    state = state.get("model_state", state)
+    net = GE2E()
+    net.load_state_dict({k: v for k, v in state.items() if k.split(".")[0] in ("lstm", "linear")})
+    return net.eval()
+
+
 def export(pretrained: str | Path, out: str | Path = DEFAULT_ENCODER) -> Path:
     """Load the GE2E weights, export ONNX (float16-stored weights) and check it against torch."""
     from emolens.train.face_export import store_fp16
 
-    state = torch.load(str(pretrained), map_location="cpu")
-    state = state.get("model_state", state)
-    net = GE2E()
-    net.load_state_dict({k: v for k, v in state.items() if k.split(".")[0] in ("lstm", "linear")})
-    net.eval()
+    net = load_ge2e(pretrained)
     out = Path(out)
     dummy = torch.rand(2, 160, 40)
     torch.onnx.export(net, (dummy,), str(out), input_names=["mel"], output_names=["embedding", "states"],
