@@ -2,7 +2,8 @@
 person, segment by segment with statistics accumulated online, in short sessions.
 
 For each held-out corpus, the shipped recipe's two networks are trained on the other corpora (the
-main model, ``--norm online``, and the cold-start model, ``--norm first``; seed 0). Each test
+main model, ``--norm online``, and the cold-start model, ``--norm first``, each with the
+configuration in its shipped JSON, features included). Each test
 speaker's files are shuffled and cut into sessions of ``S`` files (a person saying ``S``
 things in a video; ``all``: one session per speaker). Within a session the k-th file is normalised
 with the shrunk statistics of files 1..k, as :class:`emolens.voice.SpeakerNormalizer` does, and
@@ -30,7 +31,6 @@ import json
 import os
 import platform
 import sys
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -56,20 +56,26 @@ def _scored(net, temperature: float, z: np.ndarray) -> np.ndarray:  # noqa: ANN0
     return _log_softmax(logits_of(net, z) / temperature)
 
 
-def session_scores(x: np.ndarray, sessions: list[np.ndarray], mean: np.ndarray, var: np.ndarray, prior: float,
-                   score_main, score_cold) -> dict[str, np.ndarray]:  # noqa: ANN001
+def session_scores(x: np.ndarray, sessions: list[np.ndarray], stats: tuple[np.ndarray, np.ndarray], prior: float,
+                   score_main, score_cold, x_cold: np.ndarray | None = None,  # noqa: ANN001
+                   stats_cold: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Log-probabilities ``(N, classes)`` of every rule for the rows of ``x`` in ``sessions``
-    (index arrays, in the order heard); ``score_*``: normalised rows -> log-probabilities."""
+    (index arrays, in the order heard); ``score_*``: normalised rows -> log-probabilities;
+    ``x_cold``, ``stats_cold``: the cold-start model's own features and global (mean, var) where
+    they differ from the main model's."""
     from emolens.voice.model import SpeakerNormalizer, cold_share
 
-    norm = SpeakerNormalizer(mean, np.sqrt(var), prior)
+    norm = SpeakerNormalizer(stats[0], np.sqrt(stats[1]), prior)
+    x_cold = x if x_cold is None else x_cold
+    sc = stats if stats_cold is None else stats_cold
+    norm_cold = SpeakerNormalizer(sc[0], np.sqrt(sc[1]), prior)
     out: dict[str, np.ndarray] = {}
     for session, order in enumerate(sessions):
         hist, alone = [], []
         for i in order:  # as the pipeline hears a person: update, then normalise with what is known so far
             norm.update(x[i], session)
             hist.append(norm.normalize(x[i], session))
-            alone.append(norm.normalize_alone(x[i]))
+            alone.append(norm_cold.normalize_alone(x_cold[i]))
         lm, lc = score_main(np.array(hist)), score_cold(np.array(alone))
         w = np.array([cold_share(k + 1, prior) for k in range(len(order))])[:, None]
         first = (np.arange(len(order)) == 0)[:, None]
@@ -94,16 +100,20 @@ def main() -> None:
     meta = {k: json.loads((MODELS / f"{k}.json").read_text()) for k in ("speech_emotion", "speech_emotion_cold")}
     t_main, t_cold = (float(meta[k].get("temperature", 1.0)) for k in meta)
     prior = float(meta["speech_emotion"]["normalization"]["prior"])
-    main_cfg = sm.MultiConfig(hidden=128, epochs=150, copies=2, norm="online", prior=prior, encoder=True, threads=1)
-    data, feats, _ = sm.load_features(args.data, main_cfg)
-    x = feats[0].astype(np.float64)
+    known = set(sm.MultiConfig.__dataclass_fields__)
+    cfgs = {name: sm.MultiConfig(**{k: v for k, v in meta[m]["config"].items() if k in known})
+            for name, m in (("main", "speech_emotion"), ("cold", "speech_emotion_cold"))}
+    data, feats, _ = sm.load_features(args.data, cfgs["main"])
+    feats_cold = feats if cfgs["cold"].kinds == cfgs["main"].kinds else sm.load_features(args.data, cfgs["cold"])[1]
+    x, x_cold = feats[0].astype(np.float64), feats_cold[0].astype(np.float64)
     result: dict = {}
     spread: dict = {}
     for corpus in dict.fromkeys(data.corpora.tolist()):
         train, test, classes = sm.loco_split(data, corpus)
-        mean, var = sm.global_stats(feats, train)
-        nets = {name: sm.train_on(data, sm.normalized(feats, data, cfg, mean, var), train, cfg, (mean, var))
-                for name, cfg in (("main", main_cfg), ("cold", replace(main_cfg, norm="first")))}
+        stats = {"main": sm.global_stats(feats, train), "cold": sm.global_stats(feats_cold, train)}
+        nets = {name: sm.train_on(data, sm.normalized(f, data, cfgs[name], *stats[name]), train, cfgs[name],
+                                  stats[name])
+                for name, f in (("main", feats), ("cold", feats_cold))}
         local = {int(i): j for j, i in enumerate(test)}
         result[corpus] = {}
         for size in args.sizes:
@@ -114,8 +124,8 @@ def main() -> None:
                 for spk in dict.fromkeys(data.speakers[test].tolist()):
                     idx = np.array([local[int(i)] for i in rng.permutation(test[data.speakers[test] == spk])])
                     sessions += [idx] if size == 0 else [idx[a: a + size] for a in range(0, len(idx), size)]
-                scores = session_scores(x[test], sessions, mean, var, prior, partial(_scored, nets["main"], t_main),
-                                        partial(_scored, nets["cold"], t_cold))
+                scores = session_scores(x[test], sessions, stats["main"], prior, partial(_scored, nets["main"], t_main),
+                                        partial(_scored, nets["cold"], t_cold), x_cold[test], stats["cold"])
                 for rule in RULES:
                     runs[rule].append(sm.corpus_report(data.labels[test], scores[rule], classes, data.classes)["uar"])
             result[corpus][str(size or "all")] = {rule: round(float(np.mean(v)), 4) for rule, v in runs.items()}

@@ -63,20 +63,29 @@ class SpeechEncoder:
     def _run(self, mels: np.ndarray) -> np.ndarray:
         return self.session.run(["embedding"], {"mel": np.ascontiguousarray(mels, np.float32)})[0]
 
-    def states(self, audio: np.ndarray) -> np.ndarray:
-        """``float32 (512,)``: mean and standard deviation over the whole utterance of the top LSTM
-        layer's output per frame (the encoder's ``states`` output)."""
+    def _need_states(self) -> None:
         if "states" not in {o.name for o in self.session.get_outputs()}:
             raise ValueError(f"{self.path} has no 'states' output: export it again with "
                              "python -m emolens.train.speech_encoder")
+
+    def states(self, audio: np.ndarray) -> np.ndarray:
+        """``float32 (512,)``: mean and standard deviation over the whole utterance of the top LSTM
+        layer's output per frame (the encoder's ``states`` output)."""
+        self._need_states()
         mel = np.ascontiguousarray(self.mel(audio)[None], np.float32)
         return self.session.run(["states"], {"mel": mel})[0][0].astype(np.float32)
 
-    def embed(self, audio: np.ndarray) -> np.ndarray:
+    def embed(self, audio: np.ndarray, states: bool = False) -> np.ndarray:
         """``float32 (512,)``: the whole utterance's embedding, then the mean of its partial windows'
-        (re-normalised to unit length; one window when the utterance is shorter than 1.6 s)."""
+        (re-normalised to unit length; one window when the utterance is shorter than 1.6 s);
+        ``states``: then :meth:`states` too ``(1024,)``, from the same pass over the utterance."""
         mel = self.mel(audio)
-        whole = self._run(mel[None])[0]
+        if states:
+            self._need_states()
+            emb, st = self.session.run(["embedding", "states"], {"mel": np.ascontiguousarray(mel[None], np.float32)})
+            whole, extra = emb[0], [st[0].astype(np.float32)]
+        else:
+            whole, extra = self._run(mel[None])[0], []
         n = mel.shape[0]
         if n >= PARTIAL_FRAMES:
             starts = range(0, n - PARTIAL_FRAMES + 1, PARTIAL_HOP)
@@ -85,7 +94,7 @@ class SpeechEncoder:
             win = win / max(float(np.linalg.norm(win)), 1e-9)
         else:
             win = whole
-        return np.concatenate([whole, win]).astype(np.float32)
+        return np.concatenate([whole, win, *extra]).astype(np.float32)
 
 
 _ENCODERS: dict[tuple[str, str], SpeechEncoder] = {}

@@ -67,11 +67,12 @@ class SpeechEmotionModel:
                                                 float(norm.get("prior", 8.0)))
         #: a model trained on first-utterance normalisation, used for a voice's first segment
         self.cold: SpeechEmotionModel | None = None
+        #: where the cold-start model's features sit in this model's raw features
+        self.cold_columns: np.ndarray | None = None
         cold = self.meta.get("cold_start")
         if cold and self.kind == "functionals":
             self.cold = SpeechEmotionModel(self.path.parent / cold["model"], threads, device)
-            if self.cold.labels != self.labels or self.cold.kind != "functionals":
-                raise ValueError(f"cold-start model {cold['model']} does not match {self.path.name}")
+            self.cold_columns = self._cold_columns(self.cold, cold["model"])
         self.partner: SpeechEmotionModel | None = None  # ensemble member (the log-mel CNN), see combine()
         self.partner_weight = 0.0
         ens = self.meta.get("ensemble")
@@ -96,7 +97,7 @@ class SpeechEmotionModel:
         functionals, then the speaker encoder's embeddings and states where the model uses them."""
         f = functionals(audio, self.params, self.n_mfcc, trim)
         if self.encoder is not None:
-            f = np.concatenate([f, self.encoder.embed(audio)] + ([self.encoder.states(audio)] if self.states else []))
+            f = np.concatenate([f, self.encoder.embed(audio, states=self.states)])
         return f[self.columns]
 
     def predict_features(self, raw: np.ndarray, speaker: object = None, update: bool = True) -> np.ndarray:
@@ -120,6 +121,23 @@ class SpeechEmotionModel:
             out[idx] += np.asarray(weights, np.float32)[:, None] * net.predict_windows(np.stack(rows))
         return out
 
+    def _cold_columns(self, cold: SpeechEmotionModel, name: str) -> np.ndarray:
+        """Positions of ``cold``'s features within this model's raw features (it may read fewer,
+        e.g. no encoder states); ValueError when the labels differ or it reads a feature this
+        model does not compute."""
+        where = {int(c): i for i, c in enumerate(self.columns)}
+        extra = cold.states and not self.states
+        if cold.labels != self.labels or cold.kind != "functionals" or extra or \
+                (cold.encoder is None) != (self.encoder is None) or any(int(c) not in where for c in cold.columns):
+            raise ValueError(f"cold-start model {name} does not match {self.path.name} "
+                             "(it must have the same labels and read a subset of the same features)")
+        return np.array([where[int(c)] for c in cold.columns], dtype=np.int64)
+
+    def cold_features(self, raw: np.ndarray) -> np.ndarray:
+        """The cold-start model's raw features, taken from this model's ``raw`` ``(..., D)``."""
+        assert self.cold_columns is not None
+        return raw[..., self.cold_columns]
+
     def cold_share(self, n: int, prior: float) -> float:
         """:func:`cold_share`, or 0 when the model has no cold-start partner."""
         return 0.0 if self.cold is None else cold_share(n, prior)
@@ -131,7 +149,7 @@ class SpeechEmotionModel:
         w = self.cold_share(norm.count(speaker), norm.prior)
         out: list[tuple[SpeechEmotionModel, np.ndarray, float]] = []
         if self.cold is not None and self.cold.normalizer is not None and w > 0:  # a functionals model: set
-            out.append((self.cold, self.cold.normalizer.normalize_alone(raw), w))
+            out.append((self.cold, self.cold.normalizer.normalize_alone(self.cold_features(raw)), w))
         if w < 1:
             out.append((self, norm.normalize(raw, speaker), 1.0 - w))
         return out
