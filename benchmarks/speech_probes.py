@@ -1,10 +1,12 @@
 """Leave-one-corpus-out probes of the voice recipe: what moves URDU and TurEV, and at what cost.
 
-Each probe changes one thing in the shipped recipe (``emolens train speech --model functionals
---copies 2 --norm online --encoder``: per-speaker normalisation with 8 prior pseudo-observations,
-MLP 128, 150 epochs, seed 0) and reruns the leave-one-corpus-out protocol on the cached features
-(``runs/speech_features``; built on first use, about 30 min). None of them is shipped; the model
-card quotes the table.
+Each probe changes one thing in the earlier recipe (``emolens train speech --model functionals
+--copies 2 --norm online --encoder``, the cold-start model's but for its normalisation:
+per-speaker normalisation with 8 prior pseudo-observations, MLP 128, 150 epochs, seed 0) and
+reruns the leave-one-corpus-out protocol on the cached features (``runs/speech_features``; built
+on first use, about 30 min). The shipped model came out of ``lstm_adversary`` (now the recipe,
+with the states from the ONNX encoder); the ``shipped`` probe is the recipe before it. The model
+card quotes the tables.
 
     OMP_NUM_THREADS=1 python benchmarks/speech_probes.py [--probes NAME ...] [--data ../shared/data]
 
@@ -12,7 +14,7 @@ Writes ``benchmarks/results/speech_probes.{md,json}``.
 
 Probes:
 
-* ``shipped``: the recipe as it is.
+* ``shipped``: that recipe as it is (the main model until ``lstm_adversary`` replaced it).
 * ``global``: global instead of per-speaker normalisation (``--norm global``).
 * ``both_views``: per-speaker and globally normalised features side by side (2 x 730 inputs).
 * ``same_emotion_history``: as ``both_views``, and a third of the augmented copies are normalised

@@ -203,7 +203,9 @@ def test_shipped_model_above_chance_on_held_out_actors(ravdess_data) -> None:
     assert len(data) == 60 * len(held)
     pred = np.array([model.predict_audio(load_audio(it.path), speaker=it.speaker).argmax() for it in data.items])
     accuracy = float((pred == data.labels).mean())
-    assert accuracy > 0.4, accuracy  # chance: 0.125; 0.733 when the ensemble was shipped (0.717 the CNN alone)
+    # chance 0.125; statistics accumulated in name order (`--stats online`): 0.625 with the shipped model,
+    # 0.617 with the previous one
+    assert accuracy > 0.55, accuracy
 
 
 def test_inference_does_not_import_torch(media: Path) -> None:

@@ -303,11 +303,25 @@ def test_shipped_model_per_speaker_state(ravdess: Path) -> None:
     assert not np.allclose(p1, p2)
 
 
+def test_a_cold_start_model_reading_other_features_is_refused(tmp_path: Path) -> None:
+    import shutil
+    models = DEFAULT_SPEECH_MODEL.parent
+    for name in ("speech_emotion.onnx", "speech_emotion.json", "speech_emotion_cold.onnx", "speech_encoder.onnx"):
+        shutil.copy(models / name, tmp_path / name)
+    cold = json.loads((models / "speech_emotion_cold.json").read_text())
+    (tmp_path / "speech_emotion_cold.json").write_text(json.dumps(cold))
+    SpeechEmotionModel(tmp_path / "speech_emotion.onnx")  # the shipped pair loads
+    cold["normalization"]["columns"] = cold["normalization"]["columns"][:-1] + [10**6]  # one it cannot have
+    (tmp_path / "speech_emotion_cold.json").write_text(json.dumps(cold))
+    with pytest.raises(ValueError, match="subset of the same features"):
+        SpeechEmotionModel(tmp_path / "speech_emotion.onnx")
+
+
 def test_a_new_voice_is_scored_by_the_cold_start_model_then_by_the_main_one_more_and_more(ravdess: Path) -> None:
     model = SpeechEmotionModel()
     assert model.cold is not None and model.cold.meta["normalization"]["mode"] == "first"
     x = model.raw_features(load_audio(ravdess / "Actor_23" / "03-01-05-02-01-01-23.ogg"))
-    cold = model.cold.predict_windows(model.cold.normalizer.normalize_alone(x)[None])[0]
+    cold = model.cold.predict_windows(model.cold.normalizer.normalize_alone(model.cold_features(x))[None])[0]
     first = model.predict_features(x, speaker="cold-start test")[0]
     assert np.allclose(first, cold, atol=1e-6)  # one segment heard: the cold-start model
     assert np.allclose(model.predict_features(x)[0], cold, atol=1e-6)  # no speaker: a new voice too
@@ -388,6 +402,8 @@ def test_speech_encoder_frame_states(ravdess: Path) -> None:
     within = np.mean([np.linalg.norm(v[0] - v[1]) for v in st.values()])
     assert np.linalg.norm(st["01"].mean(0) - st["05"].mean(0)) > within
     assert np.isfinite(enc.states(np.zeros(800, np.float32))).all()
+    a = takes[next(iter(takes))][0]  # one pass for both: the same values as two calls
+    assert np.array_equal(enc.embed(a, states=True), np.concatenate([enc.embed(a), enc.states(a)]))
     cfg = MultiConfig(encoder=True, states=True)
     assert cfg.kinds == ("functionals", "encoder", "states")
     assert feature_names(cfg)[-STATES_DIM:] == state_feature_names()
