@@ -15,197 +15,41 @@ POST/DELETE or WebSocket handshake from another site's page (``Origin``) is refu
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
-import os
 import shutil
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
 
 import anyio
-import numpy as np
-from fastapi import FastAPI, HTTPException, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi import FastAPI, HTTPException, Request, Response, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from emolens.media import DEFAULT_MAX_PIXELS, DEFAULT_MAX_VIDEO_PIXELS, expected_frames
+from emolens.media import DEFAULT_MAX_VIDEO_PIXELS, expected_frames
+from emolens.server.config import ServerConfig, default_jobs_dir
 from emolens.server.explain import add_explain_route, form_fields, model_methods
 from emolens.server.jobs import (
     GB,
     RESULT_FILES,
-    JobManager,
     QuotaError,
     api_message,
     valid_job_id,
 )
+from emolens.server.live import live_session
 from emolens.server.security import (
     OWNER_KEY,
     AccessGuard,
-    default_allowed_hosts,
-    redact_tokens_in_logs,
-    timed_h11_protocol,
 )
+from emolens.server.services import Services, decode_image
 from emolens.server.uploads import Upload, check_kind, declared_size, receive_upload
 
 STATIC = Path(__file__).parent / "static"
-MB = 1_000_000
 log = logging.getLogger("emolens.server")
-
-
-def default_jobs_dir() -> Path:
-    """``$EMOLENS_JOBS_DIR``, else ``<user cache>/emolens/jobs`` (``$XDG_CACHE_HOME`` or ``~/.cache``)."""
-    if os.environ.get("EMOLENS_JOBS_DIR"):
-        return Path(os.environ["EMOLENS_JOBS_DIR"])
-    if os.name == "nt" and os.environ.get("LOCALAPPDATA"):
-        return Path(os.environ["LOCALAPPDATA"]) / "emolens" / "jobs"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "emolens" / "jobs"
-
-
-@dataclass
-class ServerConfig:
-    """Settings of the server (the ``emolens serve`` options)."""
-
-    jobs_dir: Path = field(default_factory=default_jobs_dir)
-    max_image_bytes: int = 25 * MB
-    max_audio_bytes: int = 100 * MB
-    max_video_bytes: int = 1000 * MB
-    max_frame_bytes: int = 2 * MB  #: one live WebSocket frame (JPEG)
-    max_pixels: int = DEFAULT_MAX_PIXELS  #: largest photo/live frame (width x height), read from its header
-    max_video_pixels: int = DEFAULT_MAX_VIDEO_PIXELS  #: largest video frame, read from the stream's metadata
-    workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
-    max_queued_jobs: int = 16
-    detector: str = "yunet"
-    min_score: float = 0.6
-    model: str = "default"  #: face model: registry name or .onnx path
-    device: str = "cpu"  #: where the models run: cpu, cuda or auto (see emolens.device)
-    # -- access control
-    host: str = "127.0.0.1"  #: the address served (by default an allowed Host name)
-    allowed_hosts: list[str] = field(default_factory=list)  #: Host names; empty: host + localhost; "*": any
-    allowed_origins: list[str] | None = None  #: besides the app's own; None: allowed hosts on its port; "*": any
-    tokens: list[str] = field(default_factory=list)  #: access tokens (empty: none needed)
-    # -- retention of video jobs
-    keep_jobs_hours: float = 24.0  #: finished jobs older than this are removed (0: no age limit)
-    max_jobs_disk_gb: float = 5.0  #: quota of the jobs folder, oldest finished jobs removed first (0: none)
-    # -- timeouts (uvicorn)
-    header_timeout_s: float = 10.0  #: a request's headers must arrive within this
-    body_timeout_s: float = 10.0  #: a request body may pause this long at most
-    keep_alive_s: int = 5  #: an idle keep-alive connection is closed after this
-
-    def hosts(self) -> list[str]:
-        """The allowed ``Host`` names (the configured ones, or the default)."""
-        return list(self.allowed_hosts) or default_allowed_hosts(self.host)
-
-
-# ------------------------------------------------------------------------------------- analysis
-
-
-def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
-    """BGR image from encoded bytes (EXIF orientation applied) by :func:`emolens.media.decode_image`:
-    413 when its header declares more than ``max_pixels`` (nothing is decoded), 422 if unreadable."""
-    from emolens.media import MediaError, MediaTooLarge
-    from emolens.media import decode_image as decode
-
-    try:
-        return decode(data, max_pixels)
-    except MediaTooLarge as exc:
-        raise HTTPException(413, str(exc)) from None
-    except MediaError as exc:
-        raise HTTPException(422, str(exc)) from None
-
-
-class Services:
-    """What the routes share: the face analyzer, the thread-pool limiter, the audio analyzer
-    (loaded on first use) and the video jobs."""
-
-    def __init__(self, config: ServerConfig, analyzer: Any = None) -> None:
-        import cv2
-
-        from emolens.api import FaceAnalyzer
-        from emolens.expression import ExpressionModel
-
-        # One thread per call everywhere (OpenCV, yuface's OpenMP, onnxruntime): parallelism comes from
-        # the worker pool, and spinning helper threads make a busy machine much slower.
-        self._cv2_threads = cv2.getNumThreads()
-        cv2.setNumThreads(1)
-        self.config = config
-        self.analyzer = analyzer or FaceAnalyzer(
-            config.detector, ExpressionModel(config.model, threads=1, device=config.device), min_score=config.min_score)
-        self.limiter = anyio.CapacityLimiter(config.workers)
-        self._audio: Any = None
-        self._audio_lock = threading.Lock()
-        self.jobs = JobManager(config.jobs_dir, config.max_queued_jobs, model=config.model, device=config.device,
-                               thread_init=self._one_omp_thread, keep_hours=config.keep_jobs_hours,
-                               max_disk_bytes=int(config.max_jobs_disk_gb * GB))
-
-    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run a CPU-bound call in the worker pool."""
-        return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
-
-    @staticmethod
-    def _one_omp_thread() -> None:
-        """Limit yuface's OpenMP to one thread in the calling thread (a per-thread setting)."""
-        from emolens.faces import limit_detector_threads
-
-        limit_detector_threads(1)
-
-    def analyze_bytes(self, data: bytes) -> tuple[list, tuple[int, int]]:
-        """Faces in an encoded image: ``(face results, (width, height))``."""
-        self._one_omp_thread()
-        image = decode_image(data, self.config.max_pixels)
-        return self.analyzer.analyze_frame(image), (image.shape[1], image.shape[0])
-
-    def close(self) -> None:
-        """Stop the job worker; give OpenCV its threads back (matters when the app runs in-process)."""
-        import cv2
-
-        self.jobs.stop()
-        cv2.setNumThreads(self._cv2_threads)
-
-    @staticmethod
-    def video_status() -> tuple[int, str]:
-        """``(200, "ok")``, or 501 and why video jobs are unavailable."""
-        try:
-            from emolens.video import VideoAnalyzer, VideoOptions  # noqa: F401
-        except ImportError as exc:
-            return 501, f"video analysis is not available in this build (emolens.video: {exc})"
-        return 200, "ok"
-
-    # -- speech (the voice module may be unfinished: 501 / 503 say so) -----------------------------
-    @staticmethod
-    def audio_status() -> tuple[int, str]:
-        """``(200, "ok")``, or the HTTP status and message that explain why audio is unavailable."""
-        try:
-            from emolens import voice
-        except ImportError as exc:
-            return 501, f"speech analysis is not available in this build (emolens.voice: {exc})"
-        if not hasattr(voice, "AudioAnalyzer"):
-            return 501, "speech analysis is not implemented yet (emolens.voice.AudioAnalyzer is missing)"
-        model = getattr(voice, "DEFAULT_SPEECH_MODEL", None)
-        if model is not None and not Path(model).is_file():
-            return 503, f"the speech-emotion model is not installed ({Path(model).name} missing)"
-        return 200, "ok"
-
-    def analyze_audio(self, path: Path, name: str) -> dict:
-        """The ``emolens audio`` result of one file, with ``path`` set to the uploaded ``name``."""
-        from emolens.voice import AudioAnalyzer
-
-        with self._audio_lock:  # the VAD keeps state: one file at a time
-            if self._audio is None:
-                self._audio = AudioAnalyzer(device=self.config.device)
-            result = self._audio.analyze_file(path)
-        out = result.to_dict()
-        out["path"] = name
-        if out.get("error"):
-            out["error"] = out["error"].replace(str(path), name)
-        return out
 
 
 def owner_of(request: Request) -> str | None:
@@ -620,73 +464,6 @@ def _document_tokens(app: FastAPI) -> None:
     app.openapi = schema  # type: ignore[method-assign]
 
 
-async def live_session(ws: WebSocket, s: Services) -> None:
-    """Serve one live WebSocket (see the ``/api/live`` route)."""
-    await ws.accept()
-    send_lock = asyncio.Lock()
-    slot: list[tuple[int, bytes]] = []
-    ready = asyncio.Event()
-    stats = {"received": 0, "dropped": 0}
-
-    async def send(obj: dict) -> None:
-        async with send_lock:
-            await ws.send_json(obj)
-
-    async def receive() -> None:
-        while True:
-            message = await ws.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            data = message.get("bytes")
-            if data is None:
-                if (message.get("text") or "").strip() == "ping":
-                    await send({"pong": True})
-                continue
-            stats["received"] += 1
-            seq = stats["received"]
-            if len(data) > s.config.max_frame_bytes:
-                await send({"seq": seq, "error": f"frame too large (limit {s.config.max_frame_bytes} bytes)"})
-                continue
-            if slot:  # the analyser is busy and an older frame waits: drop the older one
-                old, _ = slot.pop()
-                stats["dropped"] += 1
-                await send({"seq": old, "dropped": True})
-            slot.append((seq, data))
-            ready.set()
-
-    async def process() -> None:
-        while True:
-            await ready.wait()
-            ready.clear()
-            if not slot:
-                continue
-            seq, data = slot.pop()
-            t0 = time.perf_counter()
-            try:
-                faces, size = await s.run(s.analyze_bytes, data)
-            except HTTPException as exc:  # too large (checked from the header) or unreadable
-                await send({"seq": seq, "error": exc.detail})
-                continue
-            except Exception:  # any other failure ends this frame only, never the session
-                logging.getLogger("emolens.server").exception("live frame %d failed", seq)
-                await send({"seq": seq, "error": "this frame could not be analysed (internal error)"})
-                continue
-            await send({"seq": seq, "faces": [f.to_dict() for f in faces], "size": list(size),
-                        "ms": round(1000 * (time.perf_counter() - t0), 1), "dropped": stats["dropped"]})
-
-    worker = asyncio.create_task(process())
-    try:
-        await receive()
-    except WebSocketDisconnect:
-        pass
-    finally:
-        worker.cancel()
-        try:
-            await worker
-        except (asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
-            pass
-
-
 def _docs(app: FastAPI) -> None:
     """``/docs`` (Swagger UI) and ``/redoc`` from local files when ``fastapi-offline`` is installed
     (no CDN needed), else FastAPI's CDN-based pages."""
@@ -716,61 +493,4 @@ def _docs(app: FastAPI) -> None:
         return get_redoc_html(openapi_url="/openapi.json", title="emolens API", with_google_fonts=False, **redoc)
 
 
-# ------------------------------------------------------------------------------------- running
-
-
-def uvicorn_config(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> Any:
-    """uvicorn settings of the app (its :class:`ServerConfig` in ``app.state.config``):
-
-    - ``timeout_keep_alive`` = ``keep_alive_s`` (5 s): an idle keep-alive connection is closed;
-    - the h11 protocol with two timers (:func:`~emolens.server.security.timed_h11_protocol`): the
-      headers of a request must arrive within ``header_timeout_s`` (10 s, counted from the first
-      byte, or from the connection when it sends nothing), and a body may pause at most
-      ``body_timeout_s`` (10 s); a half-sent request gets 408 and its connection is closed;
-    - ``h11_max_incomplete_event_size`` 16 KiB (request line + headers), ``ws_max_size`` 16 MB,
-      WebSocket pings every 20 s (closed when unanswered for 20 s).
-    """
-    import uvicorn
-
-    config: ServerConfig = getattr(app.state, "config", None) or ServerConfig()
-    return uvicorn.Config(app, host=host, port=port, log_level=log_level, ws_max_size=16 * MB, lifespan="on",
-                          http=timed_h11_protocol(config.header_timeout_s, config.body_timeout_s),
-                          timeout_keep_alive=config.keep_alive_s, h11_max_incomplete_event_size=16 * 1024,
-                          ws_ping_interval=20.0, ws_ping_timeout=20.0)
-
-
-def serve(config: ServerConfig | None = None, host: str = "127.0.0.1", port: int = 8000,
-          log_level: str = "info") -> None:
-    """Run the app with uvicorn until Ctrl-C (the settings of :func:`uvicorn_config`)."""
-    import uvicorn
-
-    config = config or ServerConfig()
-    config.host = host
-    redact_tokens_in_logs()
-    uvicorn.Server(uvicorn_config(create_app(config), host=host, port=port, log_level=log_level)).run()
-
-
-@contextmanager
-def running_server(app: FastAPI, host: str = "127.0.0.1", port: int = 0, timeout: float = 60.0) -> Iterator[str]:
-    """Run ``app`` with uvicorn in a background thread (port 0: a free one); yields its base URL
-    and stops the server on exit. For tests and benchmarks."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn_config(app, host=host, port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="emolens-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + timeout
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
-            raise RuntimeError("the emolens server did not start")
-        time.sleep(0.05)
-    bound = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://{host}:{bound}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-
-
-__all__ = ["ServerConfig", "create_app", "default_jobs_dir", "running_server", "serve"]
+__all__ = ["ServerConfig", "Services", "create_app", "decode_image", "default_jobs_dir"]
