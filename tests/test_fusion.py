@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from emolens.attribution import SpeakerPicker
 from emolens.faces import Face
 from emolens.fusion import (
     FUSION_LABELS,
     AVFuser,
     CalibratedFusion,
     FusionWeights,
-    SpeakerPicker,
     VoiceSegment,
     VoiceTimeline,
     default_weights,
