@@ -126,9 +126,9 @@ def test_bad_options_are_usage_errors(args: list[str]) -> None:
 
 
 def test_fps_alone_or_with_default_every_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
-    import emolens.video
+    import emolens.live
 
-    monkeypatch.setattr(emolens.video, "run_live", lambda source, **kwargs: {"frames": 0, "fps": None,
+    monkeypatch.setattr(emolens.live, "run_live", lambda source, **kwargs: {"frames": 0, "fps": None,
                                                                               "stopped": "end", "preview": "window"})
     assert invoke("live", "--fps", "5").exit_code == 0
     assert invoke("live", "--every", "2").exit_code == 0
@@ -145,7 +145,7 @@ def test_video_and_live_share_option_names() -> None:
 
 
 def test_live_passes_classify_every_and_smooth_window(monkeypatch: pytest.MonkeyPatch) -> None:
-    import emolens.video
+    import emolens.live
 
     got: dict = {}
 
@@ -153,7 +153,7 @@ def test_live_passes_classify_every_and_smooth_window(monkeypatch: pytest.Monkey
         got.update(kwargs, options=kwargs["analyzer"].options)  # type: ignore[attr-defined]
         return {"frames": 0, "fps": None, "stopped": "end of source", "preview": "window"}
 
-    monkeypatch.setattr(emolens.video, "run_live", fake_run_live)
+    monkeypatch.setattr(emolens.live, "run_live", fake_run_live)
     result = invoke("live", "--classify-every", "3", "--smooth-window", "7", "--no-bars")
     assert result.exit_code == 0, result.output
     assert got["options"].classify_every == 3 and got["options"].window == 7 and got["bars"] is False

@@ -87,7 +87,7 @@ def test_process_api_yields_tracked_faces(media: Path) -> None:
 def test_mjpeg_server_serves_frames_on_localhost() -> None:
     import cv2
 
-    from emolens.video import MjpegServer
+    from emolens.live import MjpegServer
 
     server = MjpegServer("127.0.0.1", 0).start()
     try:

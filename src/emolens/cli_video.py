@@ -168,8 +168,8 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
 
         Faces only: live does not analyse sound, so it has no --modality (use `video` for voice).
         """
+        from emolens.live import run_live
         from emolens.media import MediaError
-        from emolens.video import run_live
 
         _check_every_fps(ctx, fps)
         analyzer = _analyzer(model, every=every, fps=fps, detect_every=detect_every, classify_every=classify_every,
