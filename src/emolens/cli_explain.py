@@ -47,8 +47,9 @@ def register(app: typer.Typer, train_app: typer.Typer, evaluate_app: typer.Typer
         masked). A file that cannot be read gets an ``error`` entry and the others still run. Exit
         code: 0 when every input was analysed, 1 when any input failed, 2 for a usage error.
         """
+        from emolens.explain_draw import regions_table
         from emolens.explain_sink import ExplainSink
-        from emolens.explanations import explain_block, explain_faces, regions_table
+        from emolens.explanations import explain_block, explain_faces
         from emolens.media import VIDEO_SUFFIXES, MediaError, iter_image_paths, load_image
         from emolens.outputs import unique_stem, write_json
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from emolens.explanations import Explanation, draw_activation_grid, draw_face_heatmap, draw_image_heatmaps
+from emolens.explain_draw import draw_activation_grid, draw_face_heatmap, draw_image_heatmaps
+from emolens.explanations import Explanation
 
 
 def _imwrite(path: Path, image: np.ndarray) -> str:

@@ -89,11 +89,11 @@ def fit(width: int, height: int, limit: int) -> tuple[int, int]:
 
 def heat_overlay(e: Explanation, method: str | None = None, limit: int = OVERLAY_MAX_SIDE) -> np.ndarray | None:
     """BGRA picture of a face's heat map (of ``method``, default its first) over its ``image_box``: the JET colours of
-    :func:`~emolens.explanations.heat_colors`, opacity growing with the value (0 where the map is 0
+    :func:`~emolens.explain_draw.heat_colors`, opacity growing with the value (0 where the map is 0
     or negative, 75 % at its maximum); None for an empty box."""
     import cv2
 
-    from emolens.explanations import heat_colors
+    from emolens.explain_draw import heat_colors
 
     method = method or e.method
     heat = e.image_heatmaps[method]
@@ -112,7 +112,7 @@ def explain_image(services: Any, data: bytes, filename: str, opts: dict) -> dict
     """The ``/api/explain`` answer for an encoded photo (runs in a worker thread)."""
     import cv2
 
-    from emolens import explanations
+    from emolens import explain_draw, explanations
     from emolens.faces import limit_detector_threads
     from emolens.media import MediaError, MediaTooLarge, as_bgr, decode_image
 
@@ -134,13 +134,13 @@ def explain_image(services: Any, data: bytes, filename: str, opts: dict) -> dict
     faces = []
     for e in found:
         overlays = {m: heat_overlay(e, m) for m in e.heatmaps}
-        faces.append({**e.to_dict(), "png": png_base64(explanations.draw_face_heatmap(e, FACE_PNG_SIDE)),
+        faces.append({**e.to_dict(), "png": png_base64(explain_draw.draw_face_heatmap(e, FACE_PNG_SIDE)),
                       "overlays": {m: None if o is None else png_base64(o) for m, o in overlays.items()},
-                      "activations_png": png_base64(explanations.draw_activation_grid(e)) if e.activations else None})
+                      "activations_png": png_base64(explain_draw.draw_activation_grid(e)) if e.activations else None})
     images = {}
     if opts["image"] and found:
         for m in found[0].heatmaps:
-            drawn = explanations.draw_image_heatmaps(image, found, m)
+            drawn = explain_draw.draw_image_heatmaps(image, found, m)
             size = fit(drawn.shape[1], drawn.shape[0], IMAGE_MAX_SIDE)
             if size != (drawn.shape[1], drawn.shape[0]):
                 drawn = cv2.resize(drawn, size, interpolation=cv2.INTER_AREA)
