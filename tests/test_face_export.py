@@ -117,7 +117,8 @@ def test_int4_storage_halves_int8_again_and_folding_gives_the_weights_back(tiny:
     import shutil
 
     from emolens.train.face_explain_export import add_explain_outputs
-    from emolens.train.face_export import export_onnx, fold_weight_storage, load_checkpoint, store_fp16, store_int8
+    from emolens.train.face_export import export_onnx, load_checkpoint
+    from emolens.train.onnx_weights import fold_weight_storage, store_fp16, store_int8
 
     net = load_checkpoint(tiny["runs"][0] / "best.pt", 7)
     faces = np.random.default_rng(1).integers(0, 255, (16, 48, 48)).astype(np.uint8)

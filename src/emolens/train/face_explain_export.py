@@ -42,7 +42,7 @@ CAM_STAGE = 2
 
 
 #: Operators that turn stored weights into the float weights the network reads (see
-#: :func:`emolens.train.face_export.store_int8`); DequantizeLinear is not one of them: its output
+#: :func:`emolens.train.onnx_weights.store_int8`); DequantizeLinear is not one of them: its output
 #: is kept private so that onnxruntime can still fuse it into an integer kernel.
 _WEIGHT_OPS = {"Cast", "Mul", "Div", "Floor", "Sub", "Unsqueeze", "Concat", "Reshape", "Identity"}
 

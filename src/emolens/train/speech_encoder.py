@@ -62,7 +62,7 @@ def load_ge2e(pretrained: str | Path | None = None) -> GE2E:
 
 def export(pretrained: str | Path, out: str | Path = DEFAULT_ENCODER) -> Path:
     """Load the GE2E weights, export ONNX (float16-stored weights) and check it against torch."""
-    from emolens.train.face_export import store_fp16
+    from emolens.train.onnx_weights import store_fp16
 
     net = load_ge2e(pretrained)
     out = Path(out)
