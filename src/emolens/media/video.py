@@ -358,26 +358,25 @@ class VideoSource:
         stop = threading.Event()
         done = object()
 
+        def put(item: object) -> bool:
+            """Queue ``item``, waiting while the queue is full; False when stopped first."""
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
         def work() -> None:
             try:
                 for frame in self._raw():
-                    while not stop.is_set():
-                        try:
-                            q.put(frame, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
+                    if not put(frame):
                         return
                 item: object = done
             except BaseException as exc:  # handed to the consumer thread
                 item = exc
-            while not stop.is_set():
-                try:
-                    q.put(item, timeout=0.1)
-                    return
-                except queue.Full:
-                    continue
+            put(item)
 
         self._stop = stop
         self._thread = threading.Thread(target=work, name="emolens-decode", daemon=True)
