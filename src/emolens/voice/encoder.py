@@ -82,10 +82,9 @@ class SpeechEncoder:
         mel = self.mel(audio)
         if states:
             self._need_states()
-            emb, st = self.session.run(["embedding", "states"], {"mel": np.ascontiguousarray(mel[None], np.float32)})
-            whole, extra = emb[0], [st[0].astype(np.float32)]
-        else:
-            whole, extra = self._run(mel[None])[0], []
+        outs = self.session.run(["embedding", "states"] if states else ["embedding"],
+                                {"mel": np.ascontiguousarray(mel[None], np.float32)})
+        whole, extra = outs[0][0], [o[0].astype(np.float32) for o in outs[1:]]
         n = mel.shape[0]
         if n >= PARTIAL_FRAMES:
             starts = range(0, n - PARTIAL_FRAMES + 1, PARTIAL_HOP)

@@ -124,11 +124,9 @@ class SpeechEmotionModel:
     def _cold_columns(self, cold: SpeechEmotionModel, name: str) -> np.ndarray:
         """Positions of ``cold``'s features within this model's raw features (it may read fewer,
         e.g. no encoder states); ValueError when the labels differ or it reads a feature this
-        model does not compute."""
+        model does not compute (feature indices count functionals, embedding, states in order)."""
         where = {int(c): i for i, c in enumerate(self.columns)}
-        extra = cold.states and not self.states
-        if cold.labels != self.labels or cold.kind != "functionals" or extra or \
-                (cold.encoder is None) != (self.encoder is None) or any(int(c) not in where for c in cold.columns):
+        if cold.labels != self.labels or cold.kind != "functionals" or any(int(c) not in where for c in cold.columns):
             raise ValueError(f"cold-start model {name} does not match {self.path.name} "
                              "(it must have the same labels and read a subset of the same features)")
         return np.array([where[int(c)] for c in cold.columns], dtype=np.int64)
