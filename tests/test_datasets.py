@@ -72,6 +72,13 @@ def test_image_folder(tmp_path: Path) -> None:
     data = load_image_folder(tmp_path)
     assert data.images.shape == (6, 48, 48)
     assert data.counts()["happy"] == 3 and data.counts()["sad"] == 3
+    assert list(data.framing) == ["no face"] * 6 and data.paths[0].endswith("0.png")
+    assert data.subset(np.array([1, 4])).paths.tolist() == [data.paths[1], data.paths[4]]
+    # an emotion the classes lack is skipped and counted, never relabelled
+    (tmp_path / "contempt").mkdir()
+    cv2.imwrite(str(tmp_path / "contempt" / "c.png"), np.zeros((64, 64), np.uint8))
+    data = load_image_folder(tmp_path, framing="crop")
+    assert len(data) == 6 and data.skipped == {"contempt": 1} and set(data.framing) == {"crop"}
     (tmp_path / "bored").mkdir()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="'bored' is not an emotion emolens knows"):
         load_image_folder(tmp_path)

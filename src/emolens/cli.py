@@ -12,7 +12,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from emolens.cli_options import DetectorOption, DeviceOption, MaxPixelsOption, ModelOption, face_analyzer, fail
+from emolens.cli_options import (
+    DetectorOption,
+    DeviceOption,
+    FramingOption,
+    MaxPixelsOption,
+    ModelOption,
+    face_analyzer,
+    fail,
+)
 from emolens.media import DEFAULT_MAX_PIXELS
 
 # Plain click help (rich_markup_mode=None): wraps cleanly at 80 columns, no "<bool>" metavars or cut defaults.
@@ -117,12 +125,14 @@ def evaluate_face(
         help="With --regions: write the bar chart here (default: next to --json, or next to the card).")] = None,
     card: Annotated[bool, typer.Option(
         "--card", help="With --regions: write the table and chart into the model's card (face_<name>.md).")] = False,
+    framing: FramingOption = "auto",
 ) -> None:
     """Accuracy, macro-F1, per-class scores and confusion matrix of the face model; with --regions,
     which facial region carries each class."""
     from emolens.datasets import load_face_data, load_image_folder
     from emolens.expression import ExpressionModel
-    from emolens.metrics import classification_report, format_report, plot_confusion
+    from emolens.face_crops import FaceCropper
+    from emolens.metrics import classification_report, format_report, group_accuracy, plot_confusion
     from emolens.outputs import write_json
 
     try:
@@ -132,10 +142,11 @@ def evaluate_face(
     if not data.exists():
         fail(f"{data}: not found")
     try:
+        cropper = FaceCropper(framing, net.spec.frame, net.spec.template) if data.is_dir() else framing
         if data.is_dir() and not any((data / s).is_dir() for s in ("train", "test", "val")):
-            dataset = load_image_folder(data)
+            dataset = load_image_folder(data, net.spec.frame, cropper, progress=True)
         else:
-            splits = load_face_data(data)
+            splits = load_face_data(data, framing=cropper, progress=True)
             if split not in splits:
                 fail(f"unknown split {split!r}; choose from {', '.join(splits)}")
             dataset = splits[split]
@@ -143,11 +154,25 @@ def evaluate_face(
             fail(f"the model's classes {net.labels} differ from the data's {tuple(dataset.classes)}")
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
+    for folder, n in dataset.skipped.items():
+        typer.echo(f"skipped class folder {folder!r} ({n} images): not one of the model's classes", err=True)
     probs = net.predict(dataset.images)
     report = classification_report(dataset.labels, probs.argmax(1), dataset.classes)
     report["split"] = split
     report["model"] = str(net.path)
     typer.echo(format_report(report))
+    if dataset.framing is not None:
+        groups = group_accuracy(dataset.framing, dataset.labels, probs.argmax(1))
+        report["framing"] = {"mode": framing, "groups": groups, "skipped": dataset.skipped}
+        report["images"] = [
+            {"path": str(p), "true": dataset.classes[t], "predicted": net.labels[int(q.argmax())],
+             "framing": str(f), "probs": [round(float(v), 4) for v in q]}
+            for p, t, f, q in zip(dataset.paths, dataset.labels, dataset.framing, probs)
+        ]
+        typer.echo(f"\nfaces ({framing}): " + ", ".join(
+            f"{name} {g['n']} (accuracy {g['accuracy']:.3f})" for name, g in groups.items()))
+        if groups.get("no face", {}).get("n"):
+            typer.echo("no face: no face was detected; the whole image was scored as a face crop", err=True)
     if card and not regions:
         fail("--card needs --regions")
     if regions:
@@ -208,6 +233,7 @@ def train_face_cmd(
     tta: Annotated[str, typer.Option(help="Test-time averaging baked into the model: none, flip or tencrop.")] = "flip",
     threads: Annotated[int, typer.Option(help="CPU threads for torch (0: its default).")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt.")] = False,
+    framing: FramingOption = "auto",
 ) -> None:
     """Train the facial-expression model (selects on PublicTest, reports PrivateTest)."""
     try:
@@ -221,6 +247,7 @@ def train_face_cmd(
         width=width, epochs=epochs, batch_size=batch_size, lr=lr, label_smoothing=label_smoothing,
         balance=balance, amp=amp, channels_last=channels_last, seed=seed, device=device, threads=threads,
         teacher_logits=str(teacher_logits) if teacher_logits else None, kd_alpha=kd_alpha, kd_temp=kd_temp, tta=tta,
+        framing=framing,
     )
     try:
         train_face(cfg, resume=resume)

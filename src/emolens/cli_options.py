@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
 import typer
 
 from emolens.device import Device
+from emolens.face_crops import Framing
 from emolens.faces import DetectorName
 
 if TYPE_CHECKING:
@@ -65,6 +66,11 @@ DeviceOption = Annotated[Device, typer.Option(
 #: ``--model`` of every command that classifies faces.
 ModelOption = Annotated[str, typer.Option(
     "--model", help="Face model: default (fast), accurate, or an .onnx file.", show_default=True)]
+#: ``--framing`` of the commands that read labelled image folders (:mod:`emolens.face_crops`).
+FramingOption = Annotated[Framing, typer.Option(
+    help="Image folders: how each image becomes a face crop. auto: find the face in full photos and align "
+         "it, leave images that are already face crops as they are; detect: always align the largest "
+         "detected face; crop: every image is a face crop, resized.")]
 #: ``--detector`` of every command that finds faces.
 DetectorOption = Annotated[DetectorName, typer.Option(help="Face detector.")]
 #: ``--max-pixels`` of the commands that read photos.

@@ -18,6 +18,7 @@ import csv
 import hashlib
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,21 +35,29 @@ class FaceDataset:
     """A set of 48x48 grayscale face crops with labels.
 
     ``images`` is ``uint8 (N, 48, 48)``; ``labels`` is ``int64 (N,)`` indexing ``classes``;
-    ``soft`` (optional) is ``float32 (N, len(classes))`` of soft label distributions.
+    ``soft`` (optional) is ``float32 (N, len(classes))`` of soft label distributions. Image
+    folders also keep each crop's ``paths`` and ``framing`` (how the face was cut out:
+    :data:`emolens.face_crops.HOW`), and ``skipped``: images per class folder the classes lack.
     """
 
     images: np.ndarray
     labels: np.ndarray
     classes: tuple[str, ...] = FER7
     soft: np.ndarray | None = None
+    paths: np.ndarray | None = None
+    framing: np.ndarray | None = None
+    skipped: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
     def subset(self, mask: np.ndarray) -> FaceDataset:
         """Rows where ``mask`` is true (or the given indices)."""
-        soft = None if self.soft is None else self.soft[mask]
-        return FaceDataset(self.images[mask], self.labels[mask], self.classes, soft)
+        def pick(values: np.ndarray | None) -> np.ndarray | None:
+            return None if values is None else values[mask]
+
+        return FaceDataset(self.images[mask], self.labels[mask], self.classes, pick(self.soft),
+                           pick(self.paths), pick(self.framing), dict(self.skipped))
 
     def counts(self) -> dict[str, int]:
         """Number of rows per class name."""
@@ -181,40 +190,76 @@ def load_fer2013(
     return data.subset(usage == split)
 
 
-def load_image_folder(root: str | os.PathLike, size: int = 48) -> FaceDataset:
-    """Load ``root/<class>/*.jpg|png`` as grayscale ``size`` x ``size`` face crops.
+def image_folder_files(root: str | os.PathLike,
+                       classes: tuple[str, ...] = FER7) -> tuple[list[tuple[Path, int]], dict[str, int]]:
+    """The labelled images of ``root/<class>/*``: ``([(path, class index)], skipped)``.
 
-    Folder names are mapped to emolens labels (``happiness`` -> ``happy`` ...); classes
-    keep FER2013 order so a model trained on them matches the shipped one.
+    Folder names are mapped to emolens labels (``happiness`` -> ``happy`` ...). A folder of an
+    emotion ``classes`` lacks (``contempt`` for the 7 FER2013 classes) is skipped and counted in
+    ``skipped``, never relabelled; a folder name that is no emotion at all is an error.
     """
-    import cv2
-
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"image folder not found: {root}")
-    images, labels = [], []
+    files: list[tuple[Path, int]] = []
+    skipped: dict[str, int] = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        name = normalize_label(folder.name)
-        if name not in FER7:
-            raise ValueError(f"class folder {folder.name!r} is not one of {FER7}")
-        for file in sorted(folder.iterdir()):
-            if file.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            img = cv2.imread(str(file), cv2.IMREAD_GRAYSCALE)
-            if img is None:
-                raise ValueError(f"cannot read image {file}")
-            images.append(cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA))
-            labels.append(FER7.index(name))
-    if not images:
-        raise ValueError(f"no images found under {root}/<class>/")
-    return FaceDataset(np.stack(images), np.asarray(labels, dtype=np.int64), FER7)
+        try:
+            name = normalize_label(folder.name)
+        except ValueError:
+            raise ValueError(f"class folder {folder.name!r} is not an emotion emolens knows "
+                             f"(the model's classes: {', '.join(classes)})") from None
+        images = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if name not in classes:
+            skipped[folder.name] = len(images)
+            continue
+        files += [(f, classes.index(name)) for f in images]
+    if not files:
+        raise ValueError(f"no images found under {root}/<class>/ for the classes {', '.join(classes)}")
+    return files, skipped
 
 
-def load_face_data(path: str | os.PathLike, ferplus: str | os.PathLike | None = None) -> dict[str, FaceDataset]:
+Cropper = Callable[[np.ndarray], tuple[np.ndarray, str]]
+
+
+def load_image_folder(root: str | os.PathLike, size: int = 48, framing: str | Cropper = "auto",
+                      progress: bool = False) -> FaceDataset:
+    """Load ``root/<class>/*.jpg|png`` as grayscale ``size`` x ``size`` face crops.
+
+    ``framing``: how each image becomes a face crop, ``auto``, ``detect`` or ``crop``
+    (:mod:`emolens.face_crops`: full photos get their face found and aligned, face crops are
+    resized), or a callable image -> ``(crop, how)`` such as a :class:`~emolens.face_crops.FaceCropper`
+    for another model's template. Classes keep FER2013 order so a model trained on them matches the
+    shipped one; folders of other emotions are skipped (:func:`image_folder_files`).
+    ``progress``: a tqdm bar.
+    """
+    import cv2
+    from tqdm import tqdm
+
+    from emolens.face_crops import FaceCropper
+
+    files, skipped = image_folder_files(root)
+    cropper = FaceCropper(framing, size) if isinstance(framing, str) else framing
+    images, labels, how = [], [], []
+    for file, label in tqdm(files, unit="image", desc=Path(root).name[:30], disable=not progress, leave=False):
+        img = cv2.imread(str(file), cv2.IMREAD_COLOR)
+        if img is None:
+            raise ValueError(f"cannot read image {file}")
+        crop, way = cropper(img)
+        images.append(crop)
+        labels.append(label)
+        how.append(way)
+    return FaceDataset(np.stack(images), np.asarray(labels, dtype=np.int64), FER7,
+                       paths=np.asarray([str(f) for f, _ in files]), framing=np.asarray(how), skipped=skipped)
+
+
+def load_face_data(path: str | os.PathLike, ferplus: str | os.PathLike | None = None,
+                   framing: str | Cropper = "auto", progress: bool = False) -> dict[str, FaceDataset]:
     """Load any supported face dataset as ``{"Training", "PublicTest", "PrivateTest"}`` splits.
 
     A FER2013 csv keeps its own splits. An image folder with ``train/``, ``val/`` and
     ``test/`` subfolders maps to those; a flat class folder becomes a seeded 80/10/10 split.
+    ``framing`` and ``progress``: as in :func:`load_image_folder` (image folders only).
     """
     path = Path(path)
     if path.is_file():
@@ -226,11 +271,11 @@ def load_face_data(path: str | os.PathLike, ferplus: str | os.PathLike | None = 
         if val is None:
             raise ValueError(f"{path} has train/ but no val/ or test/ folder")
         return {
-            "Training": load_image_folder(sub["train"]),
-            "PublicTest": load_image_folder(val),
-            "PrivateTest": load_image_folder(test),
+            "Training": load_image_folder(sub["train"], framing=framing, progress=progress),
+            "PublicTest": load_image_folder(val, framing=framing, progress=progress),
+            "PrivateTest": load_image_folder(test, framing=framing, progress=progress),
         }
-    data = load_image_folder(path)
+    data = load_image_folder(path, framing=framing, progress=progress)
     order = np.random.default_rng(0).permutation(len(data))
     n_val = max(1, len(data) // 10)
     return {

@@ -149,11 +149,12 @@ class YuNetDetector:
     """libfacedetection's YuNet from the ``yuface`` package (model weights ship inside it), called
     through its C entry point with a caller-owned result buffer (no per-call leak).
 
-    Images larger than ``max_side`` are downscaled for detection (boxes are mapped back);
-    ``min_score`` is the confidence threshold in 0..1.
+    Images larger than ``max_side`` are downscaled for detection, images whose short side is under
+    ``min_side`` upscaled (YuNet misses a quarter of FER2013's 48 px faces at their own size, 2%
+    at 192 px); boxes and landmarks are mapped back. ``min_score`` is the confidence threshold in 0..1.
     """
 
-    def __init__(self, min_score: float = 0.6, max_side: int = 640, threads: int = 1) -> None:
+    def __init__(self, min_score: float = 0.6, max_side: int = 640, threads: int = 1, min_side: int = 192) -> None:
         import yuface  # noqa: F401  (fail early if missing)
 
         self.threads = threads
@@ -161,6 +162,7 @@ class YuNetDetector:
         _facedetect_cnn()
         self.min_score = min_score
         self.max_side = max_side
+        self.min_side = min_side
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """Detect faces in a BGR image."""
@@ -169,9 +171,12 @@ class YuNetDetector:
         limit_detector_threads(self.threads)  # per calling thread; a no-op after the first call
         h, w = image.shape[:2]
         scale = min(1.0, self.max_side / max(h, w))
+        if scale == 1.0 and min(h, w) < self.min_side:
+            scale = min(self.min_side / min(h, w), self.max_side / max(h, w))
         small = image
-        if scale < 1.0:
-            small = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        if scale != 1.0:
+            small = cv2.resize(image, (round(w * scale), round(h * scale)),
+                               interpolation=cv2.INTER_AREA if scale < 1.0 else cv2.INTER_CUBIC)
         rows = _yunet_raw(np.ascontiguousarray(small, dtype=np.uint8))
         faces = []
         for row in rows[rows[:, 0] > self.min_score * 100]:

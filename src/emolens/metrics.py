@@ -45,6 +45,13 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequen
     }
 
 
+def group_accuracy(groups: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, dict[str, float]]:
+    """Per group name (e.g. how each face was framed): ``{"n", "accuracy"}``, groups in sorted order."""
+    groups, hit = np.asarray(groups), np.asarray(y_true) == np.asarray(y_pred)
+    return {str(g): {"n": int((groups == g).sum()), "accuracy": float(hit[groups == g].mean())}
+            for g in sorted(set(groups.tolist()))}
+
+
 def format_report(report: dict) -> str:
     """Readable text: headline numbers, per-class table and confusion matrix."""
     labels = report["labels"]

@@ -50,6 +50,7 @@ class FaceTrainConfig:
     kd_alpha: float = 0.7
     kd_temp: float = 2.0
     tta: str = "flip"
+    framing: str = "auto"  # image folders: how each image becomes a face crop (emolens.face_crops)
 
 
 def class_weights(counts: np.ndarray, mode: str) -> np.ndarray:
@@ -183,7 +184,7 @@ def train_face(cfg: FaceTrainConfig, resume: bool = False) -> dict:
     )
     use_bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
     torch.manual_seed(cfg.seed)
-    splits = load_face_data(cfg.data, cfg.ferplus)
+    splits = load_face_data(cfg.data, cfg.ferplus, cfg.framing, progress=True)
     train, val = splits["Training"], splits["PublicTest"]
     classes = train.classes
     k = len(classes)

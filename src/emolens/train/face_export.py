@@ -143,7 +143,7 @@ def finalize_face(
     metrics = json.loads((run / "metrics.json").read_text())
     cfg = FaceTrainConfig(**metrics["config"])
     ttas = ttas or (cfg.tta,)
-    splits = load_face_data(cfg.data, cfg.ferplus)
+    splits = load_face_data(cfg.data, cfg.ferplus, cfg.framing)
     k = len(splits["Training"].classes)
     candidates: dict[str, nn.Module] = {"best": load_checkpoint(run / "best.pt", k)}
     if ensemble:
