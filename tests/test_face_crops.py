@@ -111,3 +111,20 @@ def test_the_detector_finds_faces_in_small_crops(fer_csv: Path) -> None:
     assert (boxes[:, 3] > 24).mean() > 0.9 and (boxes[:, 0] + boxes[:, 2] <= 48.5).all()
     native = make_detector("yunet", min_side=0)
     assert sum(bool(native.detect(cv2.cvtColor(img, cv2.COLOR_GRAY2BGR))) for img in images) < 85
+
+
+def test_evaluate_faces_api_matches_the_cli_report(media: Path, tmp_path: Path) -> None:
+    import emolens
+
+    root = _portraits(media, tmp_path / "data")
+    report = emolens.evaluate_faces(root, framing="detect")
+    assert report["n"] == len(PORTRAITS) and report["framing"]["groups"]["aligned"]["n"] == len(PORTRAITS)
+    assert report["accuracy"] == np.mean([i["true"] == i["predicted"] for i in report["images"]])
+    with pytest.raises(FileNotFoundError):
+        emolens.evaluate_faces(tmp_path / "missing")
+    split = tmp_path / "split"
+    for part in ("train", "test"):
+        _portraits(media, split / part)
+    assert emolens.evaluate_faces(split, split="PrivateTest", framing="crop")["n"] == len(PORTRAITS)
+    with pytest.raises(ValueError, match="unknown split 'Nope'"):
+        emolens.evaluate_faces(split, split="Nope")

@@ -18,6 +18,7 @@ _LAZY: dict[str, str] = {
     "analyze_image": "emolens.api",
     "ExpressionModel": "emolens.expression",
     "available_models": "emolens.expression",
+    "evaluate_faces": "emolens.face_eval",
     "Explanation": "emolens.explanations",
     "explain": "emolens.explanations",
     "FER7": "emolens.labels",
@@ -33,12 +34,13 @@ _LAZY: dict[str, str] = {
 
 __all__ = ["FER7", "RAVDESS8", "AudioResult", "Explanation", "ExpressionModel", "FaceAnalyzer", "FaceResult",
            "FrameStream", "ImageResult", "MediaError", "VideoResult", "__version__", "analyze_audio", "analyze_image",
-           "analyze_video", "available_models", "explain", "stream"]
+           "analyze_video", "available_models", "evaluate_faces", "explain", "stream"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from emolens.api import FaceAnalyzer, FaceResult, ImageResult, analyze_image
     from emolens.explanations import Explanation, explain
     from emolens.expression import ExpressionModel, available_models
+    from emolens.face_eval import evaluate_faces
     from emolens.labels import FER7, RAVDESS8
     from emolens.media import MediaError
     from emolens.recordings import FrameStream, VideoResult, analyze_audio, analyze_video, stream

@@ -129,64 +129,37 @@ def evaluate_face(
 ) -> None:
     """Accuracy, macro-F1, per-class scores and confusion matrix of the face model; with --regions,
     which facial region carries each class."""
-    from emolens.datasets import load_face_data, load_image_folder
     from emolens.expression import ExpressionModel
-    from emolens.face_crops import FaceCropper
-    from emolens.metrics import classification_report, format_report, group_accuracy, plot_confusion
+    from emolens.face_eval import evaluate_faces
+    from emolens.metrics import format_report, plot_confusion
     from emolens.outputs import write_json
 
-    try:
-        net = ExpressionModel(model, device=device)
-    except (ValueError, FileNotFoundError) as exc:
-        fail(str(exc))
-    if not data.exists():
-        fail(f"{data}: not found")
-    try:
-        cropper = FaceCropper(framing, net.spec.frame, net.spec.template) if data.is_dir() else framing
-        if data.is_dir() and not any((data / s).is_dir() for s in ("train", "test", "val")):
-            dataset = load_image_folder(data, net.spec.frame, cropper, progress=True)
-        else:
-            splits = load_face_data(data, framing=cropper, progress=True)
-            if split not in splits:
-                fail(f"unknown split {split!r}; choose from {', '.join(splits)}")
-            dataset = splits[split]
-        if tuple(dataset.classes) != net.labels:
-            fail(f"the model's classes {net.labels} differ from the data's {tuple(dataset.classes)}")
-    except (ValueError, FileNotFoundError) as exc:
-        fail(str(exc))
-    for folder, n in dataset.skipped.items():
-        typer.echo(f"skipped class folder {folder!r} ({n} images): not one of the model's classes", err=True)
-    probs = net.predict(dataset.images)
-    report = classification_report(dataset.labels, probs.argmax(1), dataset.classes)
-    report["split"] = split
-    report["model"] = str(net.path)
-    typer.echo(format_report(report))
-    if dataset.framing is not None:
-        groups = group_accuracy(dataset.framing, dataset.labels, probs.argmax(1))
-        report["framing"] = {"mode": framing, "groups": groups, "skipped": dataset.skipped}
-        report["images"] = [
-            {"path": str(p), "true": dataset.classes[t], "predicted": net.labels[int(q.argmax())],
-             "framing": str(f), "probs": [round(float(v), 4) for v in q]}
-            for p, t, f, q in zip(dataset.paths, dataset.labels, dataset.framing, probs)
-        ]
-        typer.echo(f"\nfaces ({framing}): " + ", ".join(
-            f"{name} {g['n']} (accuracy {g['accuracy']:.3f})" for name, g in groups.items()))
-        if groups.get("no face", {}).get("n"):
-            typer.echo("no face: no face was detected; the whole image was scored as a face crop", err=True)
     if card and not regions:
         fail("--card needs --regions")
+    try:
+        net = ExpressionModel(model, device=device)
+        report = evaluate_faces(data, net, split, framing, regions=regions, progress=True)
+    except (ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    for folder, n in report.get("framing", {}).get("skipped", {}).items():
+        typer.echo(f"skipped class folder {folder!r} ({n} images): not one of the model's classes", err=True)
+    typer.echo(format_report(report))
+    if "framing" in report:
+        groups = report["framing"]["groups"]
+        typer.echo(f"\nfaces ({framing}): " + ", ".join(
+            f"{name} {g['n']} (accuracy {g['accuracy']:.3f})" for name, g in groups.items()))
+        if "no face" in groups:
+            typer.echo("no face: no face was detected; the whole image was scored as a face crop", err=True)
     if regions:
-        from emolens.explanations import plot_region_evidence, region_evidence, region_evidence_table
+        from emolens.explanations import plot_region_evidence, region_evidence_table
 
-        evidence = region_evidence(net, dataset.images, dataset.labels)
-        report["regions"] = evidence
-        table = region_evidence_table(evidence)
+        table = region_evidence_table(report["regions"])
         typer.echo(f"\nRegion evidence ({split}): mean drop of the true class's probability, region masked in grey\n"
                    + table)
         chart = regions_png or (net.path.with_suffix(".regions.png") if card else
                                 json_out.with_suffix(".regions.png") if json_out else None)
         if chart:
-            plot_region_evidence(evidence, chart, f"{net.name}: which region carries each class ({split})")
+            plot_region_evidence(report["regions"], chart, f"{net.name}: which region carries each class ({split})")
             typer.echo(f"wrote {chart}", err=True)
         if card:
             from emolens.cards import write_card_section
@@ -195,7 +168,7 @@ def evaluate_face(
                 fail(f"{net.path.with_suffix('.md')}: no model card to update")
             command = (f"emolens evaluate face --data {data} --split {split} --model {model} --regions --card")
             text = (f"## Region evidence: eyes, nose, mouth\n\nPer class, over the {split} faces of that class "
-                    f"({len(dataset)} faces): the mean drop of the class's probability when the eyes and brows, the "
+                    f"({report['n']} faces): the mean drop of the class's probability when the eyes and brows, the "
                     "nose or the mouth is masked in grey (rectangles from the 5-point alignment template; "
                     "`emolens explain` shows the same per face). Positive: the region supports the class; *main "
                     f"region*: the largest drop and its share of the positive drops.\nReproduce: `{command}`\n\n"
