@@ -82,3 +82,20 @@ def test_image_folder(tmp_path: Path) -> None:
     (tmp_path / "bored").mkdir()
     with pytest.raises(ValueError, match="'bored' is not an emotion emolens knows"):
         load_image_folder(tmp_path)
+
+
+def test_ferplus_relabel_uses_the_majority_vote(fer_csv: Path, ferplus_csv: Path) -> None:
+    """``relabel``: FER+ majority labels; contempt majorities and faces without a usable vote are
+    left out and counted, never mapped onto another class."""
+    plain = load_fer2013(fer_csv, "PrivateTest")
+    plus = load_fer2013(fer_csv, "PrivateTest", ferplus_csv, relabel=True)
+    votes, usage = load_ferplus_votes(ferplus_csv)
+    votes = votes[usage == "PrivateTest"]
+    majority, _, valid = ferplus_targets(votes)
+    keep = valid & (majority != 7)
+    assert plus.skipped == {"contempt": int((valid & (majority == 7)).sum()), "no usable vote": int((~valid).sum())}
+    assert len(plus) == keep.sum() == len(plain) - sum(plus.skipped.values())
+    assert np.array_equal(plus.labels, majority[keep]) and np.array_equal(plus.images, plain.images[keep])
+    assert (plus.labels != plain.labels[keep]).mean() > 0.1  # the two label sets really differ
+    with pytest.raises(ValueError, match="relabel needs"):
+        load_fer2013(fer_csv, "PrivateTest", relabel=True)

@@ -92,7 +92,7 @@ def test_evaluate_cli_reports_framing_and_skipped_classes(media: Path, tmp_path:
     assert "skipped class folder 'contempt' (1 images)" in proc.stderr
     assert "faces (auto): aligned" in proc.stdout
     report = json.loads(out.read_text())
-    assert report["n"] == len(PORTRAITS) and report["framing"]["skipped"] == {"contempt": 1}
+    assert report["n"] == len(PORTRAITS) and report["skipped"] == {"contempt": 1}
     assert sum(g["n"] for g in report["framing"]["groups"].values()) == len(PORTRAITS)
     assert {Path(i["path"]).name for i in report["images"]} == set(PORTRAITS)
     assert all(i["predicted"] in FER7 and len(i["probs"]) == 7 for i in report["images"])

@@ -166,6 +166,20 @@ def test_python_api_takes_model(tmp_path: Path) -> None:
     assert emolens.analyze_image(REPO / "examples" / "astronaut.jpg", model="default").faces[0].label in FER7
 
 
+def test_evaluate_cli_scores_against_ferplus_labels(fer_csv: Path, ferplus_csv: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m.json"
+    proc = _cli("evaluate", "face", "--data", str(fer_csv), "--ferplus", str(ferplus_csv), "--split", "PublicTest",
+                "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads(out.read_text())
+    assert m["labels_from"] == "FER+ majority vote" and set(m["skipped"]) == {"contempt", "no usable vote"}
+    assert m["n"] == 3589 - sum(m["skipped"].values()) and "faces whose FER+ majority is contempt" in proc.stderr
+    plain = _cli("evaluate", "face", "--data", str(fer_csv), "--split", "PublicTest")
+    assert plain.stdout.splitlines()[0] != proc.stdout.splitlines()[0]
+    bad = _cli("evaluate", "face", "--data", str(tmp_path), "--ferplus", str(ferplus_csv))
+    assert bad.returncode == 2 and "FER+ labels go with a FER2013 csv" in bad.stderr
+
+
 def test_evaluate_cli_json_shape(fer_csv: Path, tmp_path: Path) -> None:
     out = tmp_path / "m.json"
     proc = _cli("evaluate", "face", "--data", str(fer_csv), "--split", "PublicTest", "--json", str(out))

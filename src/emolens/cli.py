@@ -124,8 +124,12 @@ def evaluate_face(
     regions_png: Annotated[Optional[Path], typer.Option(
         help="With --regions: write the bar chart here (default: next to --json, or next to the card).")] = None,
     card: Annotated[bool, typer.Option(
-        "--card", help="With --regions: write the table and chart into the model's card (face_<name>.md).")] = False,
+        "--card", help="With --regions or --ferplus: write the tables (and chart) into the model's card "
+                       "(face_<name>.md).")] = False,
     framing: FramingOption = "auto",
+    ferplus: Annotated[Optional[Path], typer.Option(
+        help="FER+ votes csv (fer2013new.csv): score against the FER+ majority labels of the FER2013 csv instead "
+             "of its own (faces whose majority is contempt, or with no usable vote, are left out).")] = None,
 ) -> None:
     """Accuracy, macro-F1, per-class scores and confusion matrix of the face model; with --regions,
     which facial region carries each class."""
@@ -134,15 +138,17 @@ def evaluate_face(
     from emolens.metrics import format_report, plot_confusion
     from emolens.outputs import write_json
 
-    if card and not regions:
-        fail("--card needs --regions")
+    if card and not (regions or ferplus):
+        fail("--card needs --regions or --ferplus")
     try:
         net = ExpressionModel(model, device=device)
-        report = evaluate_faces(data, net, split, framing, regions=regions, progress=True)
+        report = evaluate_faces(data, net, split, framing, regions=regions, progress=True, ferplus=ferplus)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
-    for folder, n in report.get("framing", {}).get("skipped", {}).items():
-        typer.echo(f"skipped class folder {folder!r} ({n} images): not one of the model's classes", err=True)
+    for reason, n in report["skipped"].items():
+        typer.echo(f"left out {n} faces whose FER+ majority is {reason}" if ferplus and reason == "contempt" else
+                   f"left out {n} faces with no usable FER+ vote" if ferplus else
+                   f"skipped class folder {reason!r} ({n} images): not one of the model's classes", err=True)
     typer.echo(format_report(report))
     if "framing" in report:
         groups = report["framing"]["groups"]
@@ -174,6 +180,17 @@ def evaluate_face(
                     f"region*: the largest drop and its share of the positive drops.\nReproduce: `{command}`\n\n"
                     f"![region evidence]({chart.name})\n\n{table}")
             typer.echo(f"wrote {write_card_section(str(net.path), 'regions', text)}", err=True)
+    if card and ferplus:
+        from emolens.cards import write_card_section
+
+        if not net.path.with_suffix(".md").is_file():
+            fail(f"{net.path.with_suffix('.md')}: no model card to update")
+        left = ", ".join(f"{n} {reason}" for reason, n in report["skipped"].items())
+        text = (f"## FER+ labels\n\nThe {split} faces scored against the FER+ majority vote of 10 annotators instead "
+                f"of FER2013's single label (left out: {left}; `contempt` is not one of the model's classes).\n"
+                f"Reproduce: `emolens evaluate face --data {data} --ferplus {ferplus} --split {split} --model {model} "
+                f"--card`\n\n```\n{format_report(report)}\n```")
+        typer.echo(f"wrote {write_card_section(str(net.path), 'ferplus', text)}", err=True)
     if json_out:
         write_json(report, json_out)
         typer.echo(f"wrote {json_out}", err=True)

@@ -165,15 +165,24 @@ def load_fer2013(
     path: str | os.PathLike,
     split: str | None = None,
     ferplus: str | os.PathLike | None = None,
+    relabel: bool = False,
 ) -> FaceDataset:
     """Load FER2013 (optionally one ``Usage`` split) as a 7-class :class:`FaceDataset`.
 
     With ``ferplus``, ``soft`` holds the FER+ vote distribution folded onto the 7 FER2013
     classes (``contempt`` votes are dropped; rows with no usable vote get their one-hot
-    FER2013 label), aligned by row order.
+    FER2013 label), aligned by row order. ``relabel`` (with ``ferplus``): the labels become the
+    FER+ majority vote (:func:`ferplus_targets`); faces whose majority is ``contempt`` or that
+    have no usable vote are left out and counted in ``skipped``.
     """
+    if split is not None and split not in FER_SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose from {', '.join(FER_SPLITS)}")
+    if relabel and ferplus is None:
+        raise ValueError("relabel needs the FER+ votes (ferplus)")
     images, labels, usage = load_fer2013_arrays(path)
     soft = None
+    keep = np.ones(len(labels), bool) if split is None else usage == split
+    skipped: dict[str, int] = {}
     if ferplus is not None:
         votes, plus_usage = load_ferplus_votes(ferplus)
         if len(votes) != len(labels) or not np.array_equal(plus_usage, usage):
@@ -182,12 +191,18 @@ def load_fer2013(
         total = seven.sum(axis=1, keepdims=True)
         onehot = np.eye(len(FER7), dtype=np.float32)[labels]
         soft = np.where(total > 0, seven / np.maximum(total, 1), onehot).astype(np.float32)
+        if relabel:
+            majority, _, valid = ferplus_targets(votes)
+            contempt = valid & (majority == FERPLUS8.index("contempt"))
+            skipped = {"contempt": int((keep & contempt).sum()), "no usable vote": int((keep & ~valid).sum())}
+            labels = np.where(valid & ~contempt, majority, labels)
+            keep &= valid & ~contempt
     data = FaceDataset(images, labels, FER7, soft)
-    if split is None:
+    if split is None and not skipped:
         return data
-    if split not in FER_SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose from {', '.join(FER_SPLITS)}")
-    return data.subset(usage == split)
+    data = data.subset(keep)
+    data.skipped = skipped
+    return data
 
 
 def image_folder_files(root: str | os.PathLike,
