@@ -287,7 +287,11 @@ def test_explain_outputs_leave_the_normal_path_alone() -> None:
     those of the explain pass."""
     net = default_model("default")
     outputs = [o.name for o in net.session.get_outputs()]
-    assert outputs[0] == "probs" and len(outputs) == 7
+    from emolens.explanations import explain_block
+
+    branches = explain_block(net)["branches"]  # the face and its mirror
+    assert [b["flip"] for b in branches] == [False, True]
+    assert outputs[0] == "probs" and len(outputs) == 1 + 6 * len(branches)
     assert [i.name for i in net.session.get_inputs()] == ["faces"]
     x = np.random.default_rng(1).integers(0, 255, (4, 1, 44, 44)).astype(np.float32)
     off = net.session.run(outputs, {"faces": x})

@@ -18,7 +18,7 @@ from emolens.labels import FER7
 
 REPO = Path(__file__).resolve().parents[1]
 #: PrivateTest accuracy floors of the shipped models (all 3,589 rows).
-FLOORS = {"default": 0.72, "accurate": 0.74}
+FLOORS = {"default": 0.73, "accurate": 0.74}
 
 
 def _private_test(fer_csv: Path):  # noqa: ANN202

@@ -360,37 +360,26 @@ strongly turned or occluded faces are less reliable. Research use: FER2013's ter
     return onnx_path
 
 
-def requantize(name: str, out: str | Path, weights: str = "int4", data: str = "../shared/data/fer2013/fer2013.csv.xz",
-               command: str = "") -> dict:
-    """Store the shipped ``face_<name>.onnx``'s weights anew (``weights``: ``int4``, ``int8`` or
-    ``fp16``; see :func:`store_int8`) without its training checkpoints, and report the result like
-    :func:`export_ensemble`: ``out/face_expression.onnx`` + ``metrics.json``, ready for
-    :func:`ship_face_model`. The weights are read back from their current storage (e.g. int8), so
-    the new storage is measured on PublicTest/PrivateTest as shipped."""
+def _rebuilt_run(name: str, out: Path, path: Path, data: str, command: str, weights: str, tta: dict,
+                 recipe_extra: str, note: str) -> dict:
+    """``metrics.json`` and ``NOTES.md`` in ``out`` for ``path``, a new file made from the shipped
+    ``face_<name>.onnx`` without its checkpoints, measured on PublicTest/PrivateTest like an export
+    and ready for :func:`ship_face_model`. ``note`` gets the measured numbers appended."""
     import re
 
     from emolens.expression import MODELS_DIR, ExpressionModel
     from emolens.metrics import classification_report
 
-    if weights not in ("int4", "int8", "fp16"):
-        raise ValueError(f"weights must be int4, int8 or fp16, not {weights!r}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     card = json.loads((MODELS_DIR / f"face_{name}.json").read_text())
     card_md = (MODELS_DIR / f"face_{name}.md").read_text()
-    path = out / "face_expression.onnx"
-    fold_weight_storage(MODELS_DIR / f"face_{name}.onnx", path)
-    if weights != "fp16":
-        store_int8(path, int4_min=INT4_MIN if weights == "int4" else 0)
-    store_fp16(path)
     embed_metadata(path, model_metadata(card["labels"], card["input_size"]))
     recipe = re.search(r"^- \*\*Recipe\*\*: (.*)$", card_md, re.M)
     width = re.search(r"width (\d+)", card["architecture"])
     metrics: dict = {
         "config": {"data": data, "ferplus": "FER+" in card_md.split("## Summary")[0],
                    "width": int(width.group(1)) if width else 0},
-        "tta": card["tta"], "recipe": recipe.group(1) if recipe else "",
-        "command": f"{card['command']}; then {command}" if command else card["command"], "weights": weights,
+        "tta": tta, "recipe": (recipe.group(1) if recipe else "") + recipe_extra,
+        "command": f"{card['command']}; then {command}", "weights": weights,
     }
     splits = load_face_data(data)
     model = ExpressionModel(path)
@@ -399,18 +388,75 @@ def requantize(name: str, out: str | Path, weights: str = "int4", data: str = ".
         metrics[split] = classification_report(faces.labels, model.predict(faces.images).argmax(1), faces.classes)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     history = re.search(r"^## Training history\n\n(.*?)(?=^<!-- emolens|^## )", card_md, re.M | re.S)
-    old_size = (MODELS_DIR / f"face_{name}.onnx").stat().st_size
-    (out / "NOTES.md").write_text((history.group(1).strip() + "\n\n" if history else "") + (
-        f"Weights re-stored as {weights} (`{command or 'requantize'}`, from the shipped file itself: "
-        f"{old_size:,} bytes as shipped before, {path.stat().st_size:,} now without the explain outputs that "
-        "shipping adds), measured again: "
-        f"PublicTest {card['PublicTest']['accuracy']:.4f} -> {metrics['PublicTest']['accuracy']:.4f}, "
-        f"PrivateTest {card['PrivateTest']['accuracy']:.4f} -> {metrics['PrivateTest']['accuracy']:.4f}. "
-        "The compute stays float32 (onnxruntime folds the unpacking when it loads the model), so the speed is "
-        "unchanged.\n"))
+    (out / "NOTES.md").write_text((history.group(1).strip() + "\n\n" if history else "") + note + (
+        f" Measured again: PublicTest {card['PublicTest']['accuracy']:.4f} -> {metrics['PublicTest']['accuracy']:.4f}, "
+        f"PrivateTest {card['PrivateTest']['accuracy']:.4f} -> {metrics['PrivateTest']['accuracy']:.4f}.\n"))
     print(f"{path}: {path.stat().st_size:,} bytes; PublicTest {metrics['PublicTest']['accuracy']:.4f} (shipped "
           f"{card['PublicTest']['accuracy']:.4f}), PrivateTest {metrics['PrivateTest']['accuracy']:.4f}")
     return metrics
+
+
+def requantize(name: str, out: str | Path, weights: str = "int4", data: str = "../shared/data/fer2013/fer2013.csv.xz",
+               command: str = "") -> dict:
+    """Store the shipped ``face_<name>.onnx``'s weights anew (``weights``: ``int4``, ``int8`` or
+    ``fp16``; see :func:`store_int8`) without its training checkpoints, and report the result like
+    :func:`export_ensemble`: ``out/face_expression.onnx`` + ``metrics.json``, ready for
+    :func:`ship_face_model`. The weights are read back from their current storage (e.g. int8), so
+    the new storage is measured on PublicTest/PrivateTest as shipped."""
+    from emolens.expression import MODELS_DIR
+
+    if weights not in ("int4", "int8", "fp16"):
+        raise ValueError(f"weights must be int4, int8 or fp16, not {weights!r}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "face_expression.onnx"
+    fold_weight_storage(MODELS_DIR / f"face_{name}.onnx", path)
+    if weights != "fp16":
+        store_int8(path, int4_min=INT4_MIN if weights == "int4" else 0)
+    store_fp16(path)
+    old_size = (MODELS_DIR / f"face_{name}.onnx").stat().st_size
+    card = json.loads((MODELS_DIR / f"face_{name}.json").read_text())
+    note = (f"Weights re-stored as {weights} (`{command or 'requantize'}`, from the shipped file itself: "
+            f"{old_size:,} bytes as shipped before, {path.stat().st_size:,} now without the explain outputs that "
+            "shipping adds). The compute stays float32 (onnxruntime folds the unpacking when it loads the model), "
+            "so the speed is unchanged.")
+    return _rebuilt_run(name, out, path, data, command or "requantize", weights, card["tta"], "", note)
+
+
+def mirror(name: str, out: str | Path, data: str = "../shared/data/fer2013/fer2013.csv.xz", command: str = "") -> dict:
+    """Add test-time flip averaging to the shipped one-view ``face_<name>.onnx``
+    (:func:`emolens.train.onnx_mirror.add_mirror_view`): the logits of the face and its mirror are
+    averaged. Written and measured like :func:`requantize`, ready for :func:`ship_face_model`."""
+    from emolens.expression import MODELS_DIR, ExpressionModel
+    from emolens.train.face_explain_export import remove_explain_outputs
+    from emolens.train.onnx_mirror import add_mirror_view
+
+    card = json.loads((MODELS_DIR / f"face_{name}.json").read_text())
+    tta = dict(card["tta"])
+    if tta.get("choice") != "none":
+        raise ValueError(f"face_{name}.onnx already averages views ({tta.get('choice')})")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    plain, path = out / "one_view.onnx", out / "face_expression.onnx"
+    remove_explain_outputs(MODELS_DIR / f"face_{name}.onnx", plain)
+    add_mirror_view(plain, path)
+    plain.unlink()
+    public = load_face_data(data)["PublicTest"]
+    model = tta.get("model", name)
+    accuracy = dict(tta.get("PublicTest_accuracy", {}))
+    accuracy[f"{model}@flip"] = float((ExpressionModel(path).predict(public.images).argmax(1) == public.labels).mean())
+    tta.update(choice="flip", PublicTest_accuracy=accuracy)
+    note = (f"Mirror view added (`{command or 'mirror'}`, from the shipped file itself; the checkpoints were not "
+            f"kept): the graph scores the face and its left-right mirror and averages the two logits, so it "
+            f"computes twice per face. PublicTest {model}@none {card['PublicTest']['accuracy']:.4f}, "
+            f"{model}@flip {accuracy[f'{model}@flip']:.4f}.")
+    extra = " Then a mirrored view added to the exported file: the logits of the face and its mirror are averaged."
+    return _rebuilt_run(name, out, path, data, command or "mirror", _weights_of(card), tta, extra, note)
+
+
+def _weights_of(card: dict) -> str:
+    """The weight storage key of a shipped card (from its architecture text)."""
+    return next((k for k, text in STORAGE.items() if text in card["architecture"]), "fp16")
 
 
 def _machine() -> str:
@@ -449,7 +495,7 @@ def _train_recipe(cfg: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m emolens.train.face_export ensemble|requantize|ship ...`` (see ``--help``)."""
+    """``python -m emolens.train.face_export ensemble|requantize|mirror|ship ...`` (see ``--help``)."""
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m emolens.train.face_export", description=__doc__.splitlines()[0])
@@ -469,6 +515,10 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--weights", default="int4", choices=["int4", "int8", "fp16"])
     r.add_argument("--out", required=True)
     r.add_argument("--data", default="../shared/data/fer2013/fer2013.csv.xz")
+    m = sub.add_parser("mirror", help="add test-time flip averaging to a shipped one-view model (measured)")
+    m.add_argument("--name", default="default", help="the shipped model (face_NAME.onnx)")
+    m.add_argument("--out", required=True)
+    m.add_argument("--data", default="../shared/data/fer2013/fer2013.csv.xz")
     s = sub.add_parser("ship", help="copy a run's ONNX into the package as face_NAME.onnx with its model card")
     s.add_argument("run")
     s.add_argument("--name", default="default")
@@ -485,6 +535,9 @@ def main(argv: list[str] | None = None) -> None:
         requantize(args.name, args.out, args.weights, args.data,
                    f"python -m emolens.train.face_export requantize --name {args.name} --weights {args.weights} "
                    f"--out {args.out}")
+    elif args.cmd == "mirror":
+        mirror(args.name, args.out, args.data, f"python -m emolens.train.face_export mirror --name {args.name} "
+               f"--out {args.out}")
     else:
         ship_face_model(args.run, args.name)
 
