@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from emolens.expression import META_KEY, ExpressionModel  # noqa: E402
+from emolens.expression import META_KEY, ExpressionModel, resolve_model  # noqa: E402
 from emolens.labels import FER7  # noqa: E402
 
 
@@ -185,3 +185,26 @@ def test_gpu_recipe_runs_end_to_end_on_cpu(tmp_path: Path) -> None:
     assert set(summary["teachers"]) == {"teacher_0", "teacher_1"} and summary["students"]
     with np.load(out / "logits.npz") as z:
         assert z["train"].shape == (2, 140, 7)
+
+
+def test_a_mirrored_view_averages_the_logits_of_face_and_mirror(tmp_path: Path) -> None:
+    """``add_mirror_view``: the new graph's probabilities are the softmax of the mean logits of the
+    face and its left-right mirror; a graph that already has the view is refused (the shipped default)."""
+    import onnxruntime as ort
+    from test_face_model import tiny_model
+
+    from emolens.train.face_explain_export import remove_explain_outputs
+    from emolens.train.onnx_mirror import add_mirror_view
+
+    one = tiny_model(tmp_path / "one.onnx", list(FER7))
+    add_mirror_view(one, tmp_path / "two.onnx")
+    x = np.random.default_rng(0).integers(0, 255, (5, 1, 32, 32)).astype(np.float32)
+    run = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (one, tmp_path / "two.onnx")]
+    p1, p2 = (s.run(None, {"faces": x})[0] for s in run)
+    mirrored = run[0].run(None, {"faces": x[..., ::-1].copy()})[0]
+    assert not np.allclose(p1, mirrored, atol=1e-6)
+    mean = np.exp((np.log(p1) + np.log(mirrored)) / 2)
+    assert np.allclose(p2, mean / mean.sum(1, keepdims=True), atol=1e-6)
+    remove_explain_outputs(resolve_model("default"), tmp_path / "default.onnx")
+    with pytest.raises(ValueError, match="already has a mirrored"):
+        add_mirror_view(tmp_path / "default.onnx", tmp_path / "again.onnx")
