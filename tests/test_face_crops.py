@@ -83,6 +83,7 @@ def test_faces_in_a_larger_frame_are_found(fer_csv: Path, tmp_path: Path, net: E
 
 def test_evaluate_cli_reports_framing_and_skipped_classes(media: Path, tmp_path: Path) -> None:
     root = _portraits(media, tmp_path / "data")
+    (root / "happy" / "broken.jpg").write_bytes(b"not an image")  # left out and named, the rest scored
     (root / "contempt").mkdir()
     cv2.imwrite(str(root / "contempt" / "x.png"), cv2.imread(str(media / "photos" / "portrait_frontal_obama.jpg")))
     out = tmp_path / "m.json"
@@ -90,11 +91,12 @@ def test_evaluate_cli_reports_framing_and_skipped_classes(media: Path, tmp_path:
                            "--json", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "skipped class folder 'contempt' (1 images)" in proc.stderr
-    assert "faces (auto): aligned" in proc.stdout
+    assert "faces (auto): aligned" in proc.stdout and "left out 1 unreadable image(s)" in proc.stderr
     report = json.loads(out.read_text())
     assert report["n"] == len(PORTRAITS) and report["skipped"] == {"contempt": 1}
     assert sum(g["n"] for g in report["framing"]["groups"].values()) == len(PORTRAITS)
     assert {Path(i["path"]).name for i in report["images"]} == set(PORTRAITS)
+    assert [Path(p).name for p in report["unreadable"]] == ["broken.jpg"]
     assert all(i["predicted"] in FER7 and len(i["probs"]) == 7 for i in report["images"])
 
 

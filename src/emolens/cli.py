@@ -149,6 +149,10 @@ def evaluate_face(
         typer.echo(f"left out {n} faces whose FER+ majority is {reason}" if ferplus and reason == "contempt" else
                    f"left out {n} faces with no usable FER+ vote" if ferplus else
                    f"skipped class folder {reason!r} ({n} images): not one of the model's classes", err=True)
+    if report.get("unreadable"):
+        bad = report["unreadable"]
+        typer.echo(f"left out {len(bad)} unreadable image(s): {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}",
+                   err=True)
     typer.echo(format_report(report))
     if "framing" in report:
         groups = report["framing"]["groups"]

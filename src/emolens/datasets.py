@@ -37,7 +37,8 @@ class FaceDataset:
     ``images`` is ``uint8 (N, 48, 48)``; ``labels`` is ``int64 (N,)`` indexing ``classes``;
     ``soft`` (optional) is ``float32 (N, len(classes))`` of soft label distributions. Image
     folders also keep each crop's ``paths`` and ``framing`` (how the face was cut out:
-    :data:`emolens.face_crops.HOW`), and ``skipped``: images per class folder the classes lack.
+    :data:`emolens.face_crops.HOW`), ``skipped``: images per class folder the classes lack, and
+    ``unreadable``: the files that could not be decoded (left out).
     """
 
     images: np.ndarray
@@ -47,6 +48,7 @@ class FaceDataset:
     paths: np.ndarray | None = None
     framing: np.ndarray | None = None
     skipped: dict[str, int] = field(default_factory=dict)
+    unreadable: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -57,7 +59,7 @@ class FaceDataset:
             return None if values is None else values[mask]
 
         return FaceDataset(self.images[mask], self.labels[mask], self.classes, pick(self.soft),
-                           pick(self.paths), pick(self.framing), dict(self.skipped))
+                           pick(self.paths), pick(self.framing), dict(self.skipped), list(self.unreadable))
 
     def counts(self) -> dict[str, int]:
         """Number of rows per class name."""
@@ -255,17 +257,21 @@ def load_image_folder(root: str | os.PathLike, size: int = 48, framing: str | Cr
 
     files, skipped = image_folder_files(root)
     cropper = FaceCropper(framing, size) if isinstance(framing, str) else framing
-    images, labels, how = [], [], []
+    images, labels, how, paths, unreadable = [], [], [], [], []
     for file, label in tqdm(files, unit="image", desc=Path(root).name[:30], disable=not progress, leave=False):
         img = cv2.imread(str(file), cv2.IMREAD_COLOR)
-        if img is None:
-            raise ValueError(f"cannot read image {file}")
+        if img is None:  # skipped and named: one bad file must not cost the rest of a long run
+            unreadable.append(str(file))
+            continue
         crop, way = cropper(img)
         images.append(crop)
         labels.append(label)
         how.append(way)
-    return FaceDataset(np.stack(images), np.asarray(labels, dtype=np.int64), FER7,
-                       paths=np.asarray([str(f) for f, _ in files]), framing=np.asarray(how), skipped=skipped)
+        paths.append(str(file))
+    if not images:
+        raise ValueError(f"none of the {len(files)} images under {root} can be read")
+    return FaceDataset(np.stack(images), np.asarray(labels, dtype=np.int64), FER7, paths=np.asarray(paths),
+                       framing=np.asarray(how), skipped=skipped, unreadable=unreadable)
 
 
 def load_face_data(path: str | os.PathLike, ferplus: str | os.PathLike | None = None,

@@ -56,8 +56,9 @@ def evaluate_faces(data: str | os.PathLike, model: str | os.PathLike | Expressio
     and ``skipped``: faces left out, by reason: class folders the model lacks, or FER+ majorities
     it lacks).
 
-    Image folders add ``framing`` (``mode``, ``groups``: accuracy per way a face was cut) and
-    ``images`` (per image: path, true and predicted label, framing, probabilities). ``regions``:
+    Image folders add ``framing`` (``mode``, ``groups``: accuracy per way a face was cut),
+    ``images`` (per image: path, true and predicted label, framing, probabilities) and
+    ``unreadable`` (files that could not be decoded, left out). ``regions``:
     also the region evidence (:func:`~emolens.explanations.region_evidence`). ``ferplus``: score
     against the FER+ majority labels of a FER2013 csv.
     """
@@ -70,6 +71,7 @@ def evaluate_faces(data: str | os.PathLike, model: str | os.PathLike | Expressio
                   skipped=dataset.skipped)
     if dataset.framing is not None and dataset.paths is not None:
         report["framing"] = {"mode": framing, "groups": group_accuracy(dataset.framing, dataset.labels, pred)}
+        report["unreadable"] = list(dataset.unreadable)
         report["images"] = [
             {"path": str(p), "true": dataset.classes[t], "predicted": net.labels[int(k)], "framing": str(f),
              "probs": [round(float(v), 4) for v in q]}
