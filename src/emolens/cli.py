@@ -172,10 +172,6 @@ def evaluate_face(
             plot_region_evidence(report["regions"], chart, f"{net.name}: which region carries each class ({split})")
             typer.echo(f"wrote {chart}", err=True)
         if card:
-            from emolens.cards import write_card_section
-
-            if not net.path.with_suffix(".md").is_file():
-                fail(f"{net.path.with_suffix('.md')}: no model card to update")
             command = (f"emolens evaluate face --data {data} --split {split} --model {model} --regions --card")
             text = (f"## Region evidence: eyes, nose, mouth\n\nPer class, over the {split} faces of that class "
                     f"({report['n']} faces): the mean drop of the class's probability when the eyes and brows, the "
@@ -183,18 +179,14 @@ def evaluate_face(
                     "`emolens explain` shows the same per face). Positive: the region supports the class; *main "
                     f"region*: the largest drop and its share of the positive drops.\nReproduce: `{command}`\n\n"
                     f"![region evidence]({chart.name})\n\n{table}")
-            typer.echo(f"wrote {write_card_section(str(net.path), 'regions', text)}", err=True)
+            _write_card(net.path, "regions", text)
     if card and ferplus:
-        from emolens.cards import write_card_section
-
-        if not net.path.with_suffix(".md").is_file():
-            fail(f"{net.path.with_suffix('.md')}: no model card to update")
         left = ", ".join(f"{n} {reason}" for reason, n in report["skipped"].items())
         text = (f"## FER+ labels\n\nThe {split} faces scored against the FER+ majority vote of 10 annotators instead "
                 f"of FER2013's single label (left out: {left}; `contempt` is not one of the model's classes).\n"
                 f"Reproduce: `emolens evaluate face --data {data} --ferplus {ferplus} --split {split} --model {model} "
                 f"--card`\n\n```\n{format_report(report)}\n```")
-        typer.echo(f"wrote {write_card_section(str(net.path), 'ferplus', text)}", err=True)
+        _write_card(net.path, "ferplus", text)
     if json_out:
         write_json(report, json_out)
         typer.echo(f"wrote {json_out}", err=True)
@@ -202,6 +194,15 @@ def evaluate_face(
     if png:
         plot_confusion(report, png, title=split)
         typer.echo(f"wrote {png}", err=True)
+
+
+def _write_card(model_path: Path, section: str, text: str) -> None:
+    """Set one measured section of a shipped model's card (fails cleanly when it has none)."""
+    from emolens.cards import write_card_section
+
+    if not model_path.with_suffix(".md").is_file():
+        fail(f"{model_path.with_suffix('.md')}: no model card to update")
+    typer.echo(f"wrote {write_card_section(str(model_path), section, text)}", err=True)
 
 
 @train_app.command("face")
