@@ -62,6 +62,10 @@ Probes:
   moves within the utterance.
 * ``lstm_adversary``: ``lstm`` with the corpus adversary (weight 1) and 5 seeds merged, the setting
   in which the adversary lifted TurEV above its floor without the frame-level states.
+* ``mood``: mood-aware per-speaker statistics (``--mood 1``, :func:`emolens.train.speech_multi.fit_fold`):
+  each file's estimated emotion effect (the training corpora's class effects weighted by a
+  cold-start partner's posterior, then by the model's own) is taken out before its speaker's
+  statistics, so a speaker heard in one emotion only (URDU's speaker ids) keeps it.
 """
 
 from __future__ import annotations
@@ -88,7 +92,7 @@ RESULTS = REPO / "benchmarks" / "results"
 PROBES = ("shipped", "global", "both_views", "same_emotion_history", "prior24", "wide", "smooth", "copies4", "kws",
           "encoder_global", "functionals_global", "egemaps", "compare", "egemaps_instead",
           "compare_instead", "functionals_alone", "egemaps_alone", "cold_start", "crop", "dims",
-          "speaker_dims", "lstm", "lstm_adversary")
+          "speaker_dims", "lstm", "lstm_adversary", "mood")
 
 
 def both_views(base: Callable) -> Callable:
@@ -363,6 +367,7 @@ def main() -> None:
     configs["crop"] = shipped  # same recipe; its augmented copies are cut in length (cropping)
     configs["dims"] = replace(shipped, dims=0.5)
     configs["speaker_dims"] = shipped
+    configs["mood"] = replace(shipped, mood=1.0)
     held_out = [""]
     split = sm.loco_split
 

@@ -117,10 +117,11 @@ def test_masked_training_on_a_tiny_subset(corpora) -> None:
     assert torch.all(z.grad[0, ~torch.from_numpy(mask[i])] == 0)
 
 
-def _synthetic_corpora(seed: int, speaker_offset: float):  # noqa: ANN202
+def _synthetic_corpora(seed: int, speaker_offset: float, one_mood: str = "", shift: float = 1.5):  # noqa: ANN202
     """Three corpora of 6 speakers x 16 files, 4 classes; each speaker shifts every feature by a
-    random offset (standard deviation ``speaker_offset``). Returns the dataset and ``(2, N, 12)``
-    features: the clean copy and one "augmented" copy."""
+    random offset (standard deviation ``speaker_offset``), each class one feature by ``shift``; in
+    corpus ``one_mood`` every speaker says all 16 files in one emotion. Returns the dataset and
+    ``(2, N, 12)`` features: the clean copy and one "augmented" copy."""
     from emolens.datasets import SpeechDataset, SpeechItem
 
     rng = np.random.default_rng(seed)
@@ -130,9 +131,10 @@ def _synthetic_corpora(seed: int, speaker_offset: float):  # noqa: ANN202
         for spk in range(6):
             offset = rng.normal(0, speaker_offset, 12)
             for k in range(16):
-                items.append(SpeechItem(f"{corpus}/{spk}/{k}.wav", RAVDESS8.index(classes[k % 4]), f"{corpus}/{spk}",
+                c = spk % 4 if corpus == one_mood else k % 4
+                items.append(SpeechItem(f"{corpus}/{spk}/{k}.wav", RAVDESS8.index(classes[c]), f"{corpus}/{spk}",
                                         corpus=corpus))
-                rows.append(offset + 1.5 * np.eye(12)[k % 4] + rng.normal(0, 0.5, 12))
+                rows.append(offset + shift * np.eye(12)[c] + rng.normal(0, 0.5, 12))
     return SpeechDataset(items, RAVDESS8, {c: classes for c in "abc"}), np.stack([np.asarray(rows)] * 2)
 
 
@@ -151,6 +153,39 @@ def test_loco_scores_each_test_file_with_full_and_first_utterance_statistics(tmp
     save_logits(tmp_path / "corpora_logits.npz", res, data)
     with np.load(tmp_path / "corpora_logits.npz") as z:
         assert z["logits_first"].shape == z["logits"].shape and list(z["speakers"]) == list(data.speakers)
+
+
+def test_mood_aware_statistics_keep_the_mood_of_a_person_heard_in_one_mood() -> None:
+    """Corpus c's speakers each speak in one emotion only: plain per-speaker statistics take the
+    emotion out with the voice (near chance), mood-aware ones (cold-start posterior, then the
+    model's own) keep it."""
+    pytest.importorskip("torch")
+    from dataclasses import replace
+
+    from emolens.train.speech_multi import MultiConfig, class_effects, protocol_corpora
+
+    data, feats = _synthetic_corpora(2, 0.5, one_mood="c", shift=3.0)
+    effects = class_effects(feats[0], data, np.flatnonzero(data.corpora != "c"))
+    classes = [RAVDESS8.index(c) for c in ("neutral", "happy", "sad", "angry")]
+    truth = 3.0 * np.eye(12)[:4] - 3.0 / 4 * np.eye(12)[:4].sum(0)  # each class's shift from a speaker's centre
+    assert np.abs(effects[classes] - truth).max() < 0.2
+    assert not np.delete(effects, classes, axis=0).any()  # classes no training corpus labels: no effect
+    plain = MultiConfig(epochs=120, hidden=16, copies=1, norm="online", prior=2.0)
+    before = protocol_corpora(data, feats, plain, corpora=["c"], log=False)["corpora"]["c"]
+    after = protocol_corpora(data, feats, replace(plain, mood=1.0), corpora=["c"], log=False)["corpora"]["c"]
+    assert before["uar"] < 0.5 and after["uar"] > before["uar"] + 0.15, (before["uar"], after["uar"])
+    with pytest.raises(ValueError, match="mood needs"):
+        replace(plain, norm="global", mood=1.0)
+
+
+def test_speaker_statistics_revise_an_offset() -> None:
+    rng = np.random.default_rng(0)
+    x, old, new = rng.normal(size=(3, 5, 4))
+    a, b = SpeakerNormalizer(np.zeros(4), np.ones(4), 2.0), SpeakerNormalizer(np.zeros(4), np.ones(4), 2.0)
+    a.update(x, "s", old)
+    a.revise(x, "s", old, new)
+    b.update(x - new, "s")
+    assert a.count("s") == 5 and np.allclose(a.stats("s"), b.stats("s"))
 
 
 def test_cold_start_training_normalises_every_file_as_a_first_utterance() -> None:
@@ -317,6 +352,55 @@ def test_a_cold_start_model_reading_other_features_is_refused(tmp_path: Path) ->
         SpeechEmotionModel(tmp_path / "speech_emotion.onnx")
 
 
+def _mood_model(tmp_path: Path, effects: np.ndarray | None, cold: bool = True) -> SpeechEmotionModel:
+    """The shipped model copied to ``tmp_path`` with ``effects`` as its mood effects (share 1)."""
+    import shutil
+    models = DEFAULT_SPEECH_MODEL.parent
+    for name in ("speech_emotion.onnx", "speech_emotion_cold.onnx", "speech_emotion_cold.json",
+                 "speech_encoder.onnx"):
+        shutil.copy(models / name, tmp_path / name)
+    meta = json.loads((models / "speech_emotion.json").read_text())
+    meta["normalization"].pop("mood", None)
+    if effects is not None:
+        meta["normalization"]["mood"] = {"share": 1.0, "effects": effects.tolist()}
+    if not cold:
+        meta.pop("cold_start", None)
+    (tmp_path / "speech_emotion.json").write_text(json.dumps(meta))
+    return SpeechEmotionModel(tmp_path / "speech_emotion.onnx")
+
+
+def test_mood_aware_statistics_at_inference(tmp_path: Path, ravdess: Path) -> None:
+    """``observe`` takes each segment's estimated emotion effect out of its speaker's statistics:
+    first weighted by the cold-start model's posterior, then by the model's own; no effects: a
+    plain update."""
+    model = _mood_model(tmp_path, None)
+    k, d = len(model.labels), len(model.columns)
+    x = np.stack([model.raw_features(load_audio(ravdess / "Actor_23" / f"03-01-0{e}-01-01-01-23.ogg"))
+                  for e in (1, 5)])
+    plain = SpeakerNormalizer(model.normalizer.mean, np.sqrt(model.normalizer.var), model.normalizer.prior)
+    model.observe(x, plain, "s")
+    ref = SpeakerNormalizer(plain.mean, np.sqrt(plain.var), plain.prior)
+    ref.update(x, "s")
+    assert np.allclose(plain.stats("s"), ref.stats("s"))
+    effects = np.random.default_rng(0).normal(0, 0.3, (k, d)) * np.sqrt(plain.var)
+    mood = _mood_model(tmp_path, effects)
+    norm = SpeakerNormalizer(plain.mean, np.sqrt(plain.var), plain.prior)
+    mood.observe(x, norm, "s")
+    cold = mood.cold.predict_windows(np.stack([mood.cold.normalizer.normalize_alone(r)
+                                               for r in mood.cold_features(x)])) @ effects
+    ref = SpeakerNormalizer(plain.mean, np.sqrt(plain.var), plain.prior)
+    ref.update(x, "s", cold)
+    own = mood.predict_windows(np.stack([ref.normalize(r, "s") for r in x])) @ effects
+    expected = SpeakerNormalizer(plain.mean, np.sqrt(plain.var), plain.prior)
+    expected.update(x - own, "s")
+    assert norm.count("s") == 2 and np.allclose(norm.stats("s"), expected.stats("s"))
+    assert not np.allclose(norm.stats("s")[0], plain.stats("s")[0])
+    with pytest.raises(ValueError, match="cold-start"):
+        _mood_model(tmp_path, effects, cold=False)
+    with pytest.raises(ValueError, match="mood effects of shape"):
+        _mood_model(tmp_path, effects[:, :-1])
+
+
 def test_a_new_voice_is_scored_by_the_cold_start_model_then_by_the_main_one_more_and_more(ravdess: Path) -> None:
     model = SpeechEmotionModel()
     assert model.cold is not None and model.cold.meta["normalization"]["mode"] == "first"
@@ -422,3 +506,16 @@ def test_shipped_model_reads_the_encoder_it_names() -> None:
         assert model.encoder is None
     raw = model.raw_features(np.random.default_rng(0).normal(0, 0.1, 32000).astype(np.float32))
     assert raw.shape == (len(meta["normalization"]["columns"]),)
+
+
+def test_mood_needs_per_speaker_statistics_on_the_command_line(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from typer.testing import CliRunner
+
+    from emolens.cli import app
+
+    for args in (["evaluate", "speech", "--data", str(tmp_path), "--protocol", "corpora"],
+                 ["train", "speech", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--model", "functionals"]):
+        res = CliRunner().invoke(app, [*args, "--norm", "global", "--mood", "1"])
+        assert res.exit_code == 2 and "mood needs norm online or speaker" in res.output, res.output
+        assert "Traceback" not in res.output

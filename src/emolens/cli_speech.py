@@ -19,6 +19,10 @@ import typer
 
 from emolens.cli_options import DeviceOption, fail
 
+MOOD_HELP = ("functionals: mood-aware per-speaker statistics: the share (0-1) of each segment's estimated emotion "
+             "effect (class effects weighted by the cold-start, then the model's own posterior) taken out before "
+             "the speaker's statistics, so a person heard in one mood only keeps it; 0: off.")
+
 
 def _audio_table(results: list, timeline: bool) -> str:
     lines = [f"{'file':<40} {'duration':>8} {'speech':>7} {'label':<9} {'prob':>5}  segments"]
@@ -89,7 +93,7 @@ def audio(
 
 def _protocol(data: Path, protocol: str, corpora: str, copies: int, norm: str, hidden: int, epochs: int,
               drop: str, json_out: Optional[Path], encoder: bool = True, seeds: int = 1,
-              adversary: float = 0.0, states: bool = False) -> None:
+              adversary: float = 0.0, states: bool = False, mood: float = 0.0) -> None:
     """``evaluate speech --protocol speakers|corpora``."""
     try:
         from emolens.train.speech_multi import (
@@ -103,9 +107,12 @@ def _protocol(data: Path, protocol: str, corpora: str, copies: int, norm: str, h
         )
     except ImportError as exc:
         fail(f"the generalisation protocols train models and need PyTorch: pip install 'emolens[train]' ({exc})")
-    cfg = MultiConfig(copies=copies, norm=norm, hidden=hidden, epochs=epochs,
-                      prior=8.0 if norm in SHRUNK_NORMS else 0.0,
-                      encoder=encoder, seeds=seeds, adversary=adversary, states=states)
+    try:
+        cfg = MultiConfig(copies=copies, norm=norm, hidden=hidden, epochs=epochs,
+                          prior=8.0 if norm in SHRUNK_NORMS else 0.0,
+                          encoder=encoder, seeds=seeds, adversary=adversary, states=states, mood=mood)
+    except ValueError as exc:
+        fail(str(exc))
     chosen = [c.strip() for c in corpora.split(",") if c.strip()] or None
     try:
         result = run_protocol(data, protocol, cfg, drop, chosen)
@@ -143,6 +150,8 @@ def evaluate_speech(
                                        min=1)] = 1,
     adversary: Annotated[float, typer.Option(help="--protocol: weight of the corpus adversary (gradient reversal "
                                                   "on the hidden layer; 0: off).", min=0.0)] = 0.0,
+    mood: Annotated[float, typer.Option(help=MOOD_HELP.replace("functionals", "--protocol"), min=0.0, max=1.0)]
+    = 0.0,
     model: Annotated[Optional[Path], typer.Option(help="ONNX model (default: the shipped one).")] = None,
     speakers: Annotated[str, typer.Option(help="Speakers to evaluate: 'heldout' (the model's held-out speakers, "
                                                "from its JSON), 'all', or a list like 23,24.")] = "heldout",
@@ -165,7 +174,7 @@ def evaluate_speech(
         if not data.is_dir():
             fail(f"{data}: not a folder")
         _protocol(data, protocol, corpora, copies, norm, hidden, epochs, drop, json_out, encoder, seeds, adversary,
-                  states)
+                  states, mood)
         return
 
     from emolens.metrics import classification_report, format_report, plot_confusion
@@ -251,6 +260,7 @@ def train_speech_cmd(
     adversary: Annotated[float, typer.Option(help="functionals: weight of the corpus adversary (a corpus classifier "
                                                   "on the hidden layer, its gradient reversed; 0: off).", min=0.0)]
     = 0.0,
+    mood: Annotated[float, typer.Option(help=MOOD_HELP, min=0.0, max=1.0)] = 0.0,
     folds: Annotated[int, typer.Option(help="Speaker-independent cross-validation folds.")] = 6,
     cv: Annotated[bool, typer.Option(help="Run the cross-validation.")] = True,
     baseline: Annotated[bool, typer.Option(help="Also cross-validate the MFCC + 1D-CNN baseline.")] = True,
@@ -273,10 +283,12 @@ def train_speech_cmd(
             from emolens.train.speech_multi import train_final as train_functionals
         except ImportError as exc:
             fail(f"training needs PyTorch: pip install 'emolens[train]' ({exc})")
-        cfg = MultiConfig(copies=copies, norm=norm, hidden=hidden, epochs=epochs if epochs != 45 else 150,
-                          seed=seed, threads=threads, prior=prior if norm in SHRUNK_NORMS else 0.0,
-                          encoder=encoder, states=states,
-                          seeds=seeds, adversary=adversary)
+        try:
+            cfg = MultiConfig(copies=copies, norm=norm, hidden=hidden, epochs=epochs if epochs != 45 else 150,
+                              seed=seed, threads=threads, prior=prior if norm in SHRUNK_NORMS else 0.0,
+                              encoder=encoder, states=states, seeds=seeds, adversary=adversary, mood=mood)
+        except ValueError as exc:
+            fail(str(exc))
         protocols = ("corpora", "speakers") if cv else ("corpora",)
         try:
             res = train_functionals(data, out, cfg, drop=drop, protocols=protocols)

@@ -407,7 +407,7 @@ class AVFuser:
         key = (seg, track_id)
         if key not in self._track_probs:
             model, norm = self._rescore
-            norm.update(segment.features, ("track", track_id))
+            model.observe(segment.features, norm, ("track", track_id))
             p = model.predict_normalized(segment.features, norm, ("track", track_id))[None]
             p = model.combine(p, None if segment.partner is None else segment.partner[None])
             self._track_probs[key] = fold_vector(p[0], model.labels)

@@ -69,10 +69,13 @@ class MultiConfig:
     adversary: float = 0.0  # weight of the gradient reversed from a corpus classifier on the hidden layer
     dims: float = 0.0  # weight of the arousal/valence loss on the expected circumplex position (AROUSAL_VALENCE)
     states: bool = False  # add the encoder's frame-level states (SpeechEncoder.states); needs encoder
+    mood: float = 0.0  # share of the estimated emotion effect taken out of each speaker's statistics (0: off)
 
     def __post_init__(self) -> None:
         if self.states and not self.encoder:
             raise ValueError("the encoder states come with the encoder: states needs encoder")
+        if self.mood and self.norm not in ("online", "speaker"):
+            raise ValueError("mood-aware statistics are per-speaker statistics: mood needs norm online or speaker")
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -84,14 +87,17 @@ class MultiConfig:
 
 
 def group_normalize(feats: np.ndarray, groups: np.ndarray, mean: np.ndarray, var: np.ndarray,
-                    prior: float = 0.0) -> np.ndarray:
+                    prior: float = 0.0, offsets: np.ndarray | None = None) -> np.ndarray:
     """Z-score each row of ``feats (N, D)`` with its group's statistics (shrunk towards
-    ``mean``/``var`` with ``prior`` pseudo-observations). Label-free: only features are used."""
+    ``mean``/``var`` with ``prior`` pseudo-observations). With ``offsets (N, D)`` (each row's
+    estimated emotion effect, :func:`mood_offsets`) the statistics are those of ``feats - offsets``
+    (mood-aware), applied to ``feats``."""
     out = np.empty_like(feats, dtype=np.float32)
     for g in np.unique(groups):
         sel = groups == g
         x = feats[sel].astype(np.float64)
-        m, s = shrunk_stats(len(x), x.sum(0), (x * x).sum(0), mean, var, prior)
+        r = x if offsets is None else x - offsets[sel]
+        m, s = shrunk_stats(len(r), r.sum(0), (r * r).sum(0), mean, var, prior)
         out[sel] = ((x - m) / s).astype(np.float32)
     return out
 
@@ -108,25 +114,28 @@ def norm_groups(data: SpeechDataset, mode: str) -> np.ndarray:
 
 
 def online_normalize(feats: np.ndarray, groups: np.ndarray, mean: np.ndarray, var: np.ndarray, prior: float,
-                     rng: np.random.Generator, sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 0)) -> np.ndarray:
+                     rng: np.random.Generator, sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 0),
+                     offsets: np.ndarray | None = None) -> np.ndarray:
     """Each row normalised the way inference sees it early on: with the shrunk statistics of a
-    random ``n`` of its speaker's utterances (itself included; ``n`` drawn from ``sizes``, 0 = all)."""
+    random ``n`` of its speaker's utterances (itself included; ``n`` drawn from ``sizes``, 0 = all);
+    ``offsets`` as in :func:`group_normalize`."""
     out = np.empty_like(feats, dtype=np.float32)
     x64 = feats.astype(np.float64)
+    r64 = x64 if offsets is None else x64 - offsets
     for g in np.unique(groups):
         idx = np.flatnonzero(groups == g)
         for i in idx:
             n = int(rng.choice(sizes)) or len(idx)
             n = min(n, len(idx))
             others = rng.choice(idx[idx != i], size=n - 1, replace=False) if n > 1 else np.zeros(0, dtype=int)
-            sub = x64[np.concatenate([[i], others])]
+            sub = r64[np.concatenate([[i], others])]
             m, sd = shrunk_stats(len(sub), sub.sum(0), (sub * sub).sum(0), mean, var, prior)
             out[i] = ((x64[i] - m) / sd).astype(np.float32)
     return out
 
 
 def normalized(feats: np.ndarray, data: SpeechDataset, cfg: MultiConfig, mean: np.ndarray,
-               var: np.ndarray) -> np.ndarray:
+               var: np.ndarray, offsets: np.ndarray | None = None) -> np.ndarray:
     """``(copies, N, D)`` features normalised per group, each copy on its own.
 
     ``norm="online"``: the clean copy (the one evaluated) with each speaker's full statistics
@@ -134,17 +143,76 @@ def normalized(feats: np.ndarray, data: SpeechDataset, cfg: MultiConfig, mean: n
     learns the inputs it gets from a person heard only once or a few times.
 
     ``norm="first"``: every copy normalised as its speaker's first utterance (the statistics of
-    that file alone, shrunk with ``prior``): the cold-start model, used for a voice's first segment."""
+    that file alone, shrunk with ``prior``): the cold-start model, used for a voice's first segment.
+
+    ``offsets (N, D)``: per-item emotion effects taken out of the statistics (``cfg.mood``,
+    :func:`mood_offsets`), the same for every copy."""
     if cfg.norm == "first":
         rng = np.random.default_rng(cfg.seed + 17)
-        return np.stack([online_normalize(f, data.speakers, mean, var, cfg.prior, rng, sizes=(1,)) for f in feats])
+        return np.stack([online_normalize(f, data.speakers, mean, var, cfg.prior, rng, sizes=(1,), offsets=offsets)
+                         for f in feats])
     if cfg.norm == "online":
         groups = data.speakers
         rng = np.random.default_rng(cfg.seed + 17)
-        return np.stack([group_normalize(f, groups, mean, var, cfg.prior) if c == 0
-                         else online_normalize(f, groups, mean, var, cfg.prior, rng) for c, f in enumerate(feats)])
+        return np.stack([group_normalize(f, groups, mean, var, cfg.prior, offsets) if c == 0
+                         else online_normalize(f, groups, mean, var, cfg.prior, rng, offsets=offsets)
+                         for c, f in enumerate(feats)])
     groups = norm_groups(data, cfg.norm)
-    return np.stack([group_normalize(f, groups, mean, var, cfg.prior) for f in feats])
+    return np.stack([group_normalize(f, groups, mean, var, cfg.prior, offsets) for f in feats])
+
+
+# ----------------------------------------------------------------------------- mood-aware statistics
+
+
+def class_effects(feats: np.ndarray, data: SpeechDataset, idx: np.ndarray) -> np.ndarray:
+    """``(classes, D)``: how far each emotion moves a speaker's raw features from that speaker's
+    centre (the mean of its per-emotion means), averaged over the speakers of ``idx`` that have it,
+    each corpus weighing the same. Zero rows for classes ``idx`` never labels."""
+    x = feats.astype(np.float64)
+    k = len(data.classes)
+    total, corpora = np.zeros((k, x.shape[1])), np.zeros(k)
+    for corpus in np.unique(data.corpora[idx]):
+        sel = idx[data.corpora[idx] == corpus]
+        eff, n = np.zeros_like(total), np.zeros(k)
+        for speaker in np.unique(data.speakers[sel]):
+            mine = sel[data.speakers[sel] == speaker]
+            labels = np.unique(data.labels[mine])
+            cells = np.stack([x[mine[data.labels[mine] == c]].mean(0) for c in labels])
+            eff[labels] += cells - cells.mean(0)
+            n[labels] += 1
+        have = n > 0
+        total[have] += eff[have] / n[have, None]
+        corpora[have] += 1
+    seen = corpora > 0
+    total[seen] /= corpora[seen, None]
+    return total
+
+
+def mood_offsets(probs: np.ndarray, effects: np.ndarray, share: float) -> np.ndarray:
+    """Each row's estimated emotion effect ``share * probs @ effects`` (``(N, D)``)."""
+    return share * (np.asarray(probs, np.float64) @ effects)
+
+
+def cold_config(cfg: MultiConfig) -> MultiConfig:
+    """The cold-start partner's recipe for ``cfg``: every file as its speaker's first utterance,
+    one network, no states, adversary or mood (its posteriors start the mood-aware statistics)."""
+    return replace(cfg, norm="first", states=False, seeds=1, adversary=0.0, dims=0.0, mood=0.0)
+
+
+def _softmax(logits: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    z = np.where(allowed, logits, -np.inf)
+    z = np.exp(z - z.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
+
+
+def cold_columns(cfg: MultiConfig, d: int) -> np.ndarray:
+    """Columns of the recipe's ``d`` features the cold-start partner reads (all but the states)."""
+    from emolens.voice.encoder import state_feature_names
+
+    n = d - (len(state_feature_names()) if cfg.states else 0)
+    if n <= 0:
+        raise ValueError("the cold-start partner needs features besides the encoder states")
+    return np.arange(n)
 
 
 # ----------------------------------------------------------------------------- model
@@ -301,6 +369,48 @@ def train_on(data: SpeechDataset, feats: np.ndarray, train_idx: np.ndarray, cfg:
     return fit(x, y, mask, w, cfg, np.tile(data.corpora[train_idx], len(copies)), tuple(data.classes))
 
 
+@dataclass
+class Fold:
+    """One trained fold: the network and its logits on the held-out items; with ``cfg.mood``
+    also each held-out item's first-pass (cold-start) emotion offset."""
+
+    net: MLP
+    logits: np.ndarray
+    cold_offsets: np.ndarray | None = None
+
+
+def fit_fold(data: SpeechDataset, feats: np.ndarray, cfg: MultiConfig, train: np.ndarray, held: np.ndarray,
+             stats: tuple[np.ndarray, np.ndarray], z: np.ndarray | None = None) -> Fold:
+    """Train on ``train`` and score ``held`` (whole speakers, none of them in ``train``).
+
+    With ``cfg.mood`` each speaker's statistics are mood-aware: every item's estimated emotion
+    effect (:func:`class_effects` of the training items, weighted by a posterior, times
+    ``cfg.mood``) is taken out before the speaker's mean and spread are computed, so a person heard
+    in one mood only keeps that mood after normalisation. Training items use their label; held-out
+    items first the posterior of a cold-start partner (:func:`cold_config`, trained on the same
+    items), then the trained network's own posterior (second pass, as at inference)."""
+    if not cfg.mood:
+        z = normalized(feats, data, cfg, *stats) if z is None else z
+        net = train_on(data, z, train, cfg, stats)
+        return Fold(net, logits_of(net, z[0, held]))
+    effects = class_effects(feats[0], data, train)
+    allowed = np.isin(np.arange(len(data.classes)), np.unique(data.labels[train]))
+    offsets = np.zeros(feats.shape[1:])
+    offsets[train] = cfg.mood * effects[data.labels[train]]
+    cold_cfg, cols = cold_config(cfg), cold_columns(cfg, feats.shape[-1])
+    cold_stats = (stats[0][cols], stats[1][cols])
+    zc = normalized(feats[..., cols], data, cold_cfg, *cold_stats)
+    cold = train_on(data, zc, train, cold_cfg, cold_stats)
+    offsets[held] = mood_offsets(_softmax(logits_of(cold, zc[0, held]), allowed), effects, cfg.mood)
+    first = offsets[held].copy()
+    z = normalized(feats, data, cfg, *stats, offsets=offsets)
+    net = train_on(data, z, train, cfg, stats)
+    own = _softmax(logits_of(net, z[0, held]), allowed)
+    second = group_normalize(feats[0, held], data.speakers[held], *stats, cfg.prior,
+                             mood_offsets(own, effects, cfg.mood))
+    return Fold(net, logits_of(net, second), first)
+
+
 # ----------------------------------------------------------------------------- protocols
 
 
@@ -330,7 +440,7 @@ def protocol_speakers(data: SpeechDataset, feats: np.ndarray, cfg: MultiConfig,
                       corpora: list[str] | None = None, log: bool = True) -> dict:
     """Speaker-independent CV within each corpus with the multi-corpus model (module docstring)."""
     stats = global_stats(feats, np.arange(len(data)))
-    z = normalized(feats, data, cfg, *stats)
+    z = None if cfg.mood else normalized(feats, data, cfg, *stats)  # mood-aware: per fold
     out: dict = {}
     oof_all = np.zeros((len(data), len(data.classes)), dtype=np.float32)
     for corpus in corpora or list(dict.fromkeys(data.corpora.tolist())):
@@ -342,8 +452,7 @@ def protocol_speakers(data: SpeechDataset, feats: np.ndarray, cfg: MultiConfig,
         for f, test_speakers in enumerate(folds):
             test = sel[np.isin(sub.speakers, test_speakers)]
             train = np.setdiff1d(np.arange(len(data)), test)
-            net = train_on(data, z, train, cfg, stats)
-            logits = logits_of(net, z[0, test])
+            logits = fit_fold(data, feats, cfg, train, test, stats, z).logits
             oof_all[test] = logits
             rep = corpus_report(data.labels[test], logits, list(data.corpus_classes[corpus]), data.classes)
             fold_acc.append(rep["accuracy"])
@@ -389,14 +498,16 @@ def protocol_corpora(data: SpeechDataset, feats: np.ndarray, cfg: MultiConfig,
         train, test, classes = loco_split(data, corpus)
         train_corpora = [c for c in names if c != corpus]
         stats = global_stats(feats, train)
-        z = normalized(feats, data, cfg, *stats)
-        net = train_on(data, z, train, cfg, stats)
-        logits = logits_of(net, z[0, test])
+        held = np.flatnonzero(data.corpora == corpus)  # the whole corpus: its speakers' statistics
+        fold = fit_fold(data, feats, cfg, train, held, stats)
+        logits = fold.logits[np.isin(held, test)]
         oof[test] = logits
         if cfg.norm in SHRUNK_NORMS:  # each test file also as its speaker's first (that file alone)
+            where = np.isin(held, test)
             alone = online_normalize(feats[0, test], data.speakers[test], stats[0], stats[1], cfg.prior,
-                                     np.random.default_rng(0), sizes=(1,))
-            first[test] = logits_of(net, alone)
+                                     np.random.default_rng(0), sizes=(1,),
+                                     offsets=None if fold.cold_offsets is None else fold.cold_offsets[where])
+            first[test] = logits_of(fold.net, alone)
         rep = corpus_report(data.labels[test], logits, classes, data.classes)
         rep["trained_on"] = train_corpora
         if cfg.norm in SHRUNK_NORMS:
@@ -544,7 +655,9 @@ def train_final(data_root: str | Path, out: str | Path, cfg: MultiConfig, drop: 
                 cache: str | Path | None = None, prior: float = 8.0, protocols: tuple[str, ...] = ("corpora",),
                 holdout: str = "ravdess:23,24") -> dict:
     """Protocols (LOCO logits give the temperature; results reused when the config matches), then
-    the model on every corpus except the ``holdout`` speakers (``corpus:id,id;...``) -> ONNX + JSON."""
+    the model on every corpus except the ``holdout`` speakers (``corpus:id,id;...``) -> ONNX + JSON.
+    With ``cfg.mood`` also its cold-start partner (:func:`cold_config`, in ``out/cold_start``,
+    copied next to it as ``speech_emotion_cold.*`` and named in its JSON)."""
     import hashlib
 
     from emolens.voice.features import FUNCTIONALS_VERSION, FeatureParams
@@ -577,7 +690,12 @@ def train_final(data_root: str | Path, out: str | Path, cfg: MultiConfig, drop: 
     keep = np.array([not (it.corpus in held and it.speaker.split("/", 1)[1] in held[it.corpus]) for it in data.items])
     train = np.flatnonzero(keep)
     stats = global_stats(feats, train)
-    z = normalized(feats, data, cfg, *stats)
+    effects, offsets = None, None
+    if cfg.mood:
+        effects = class_effects(feats[0], data, train)
+        offsets = np.zeros(feats.shape[1:])
+        offsets[train] = cfg.mood * effects[data.labels[train]]
+    z = normalized(feats, data, cfg, *stats, offsets=offsets)
     net = train_on(data, z, train, cfg, stats)
     onnx_path = out / "speech_emotion.onnx"
     export_onnx(net, onnx_path, temperature)
@@ -597,7 +715,9 @@ def train_final(data_root: str | Path, out: str | Path, cfg: MultiConfig, drop: 
         "normalization": {"mode": cfg.norm, "prior": cfg.prior if cfg.norm in SHRUNK_NORMS else prior,
                           "columns": cols.tolist(),
                           "names": [names[i] for i in cols],
-                          "mean": np.round(stats[0], 6).tolist(), "std": np.round(np.sqrt(stats[1]), 6).tolist()},
+                          "mean": np.round(stats[0], 6).tolist(), "std": np.round(np.sqrt(stats[1]), 6).tolist(),
+                          **({"mood": {"share": cfg.mood, "effects": np.round(effects, 5).tolist()}}
+                             if effects is not None else {})},
         "input": "features float32 (N, D): functionals normalised per speaker (see normalization)",
         "output": "probs float32 (N, classes), temperature-scaled softmax",
         "temperature": temperature,
@@ -612,5 +732,16 @@ def train_final(data_root: str | Path, out: str | Path, cfg: MultiConfig, drop: 
                            for c, r in v["corpora"].items()} for k, v in results.items()},
         "torch": torch.__version__,
     }
+    import shutil
+
+    if cfg.encoder and not (out / "speech_encoder.onnx").is_file():  # the folder runs as it is
+        from emolens.voice.encoder import DEFAULT_ENCODER
+
+        shutil.copy(DEFAULT_ENCODER, out / "speech_encoder.onnx")
+    if cfg.mood:  # its statistics start from a cold-start partner's posterior: train it alongside
+        train_final(data_root, out / "cold_start", cold_config(cfg), drop, cache, prior, ("corpora",), holdout)
+        for ext in ("onnx", "json"):
+            shutil.copy(out / "cold_start" / f"speech_emotion.{ext}", out / f"speech_emotion_cold.{ext}")
+        meta["cold_start"] = {"model": "speech_emotion_cold.onnx"}
     save_json(meta, out / "speech_emotion.json")
     return {"meta": meta, **results}

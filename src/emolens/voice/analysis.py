@@ -131,7 +131,7 @@ class AudioAnalyzer:
             features = np.stack([self.model.raw_features(c) for c in clips])
             raw = list(features)
             if self.model.normalizer is not None:
-                self.model.normalizer.update(features, key)
+                self.model.observe(features, self.model.normalizer, key)
             probs = self.model.predict_features(features, key, update=False)
             if self.model.partner is not None:
                 partner_probs = self.model.partner.predict_segments(clips)
@@ -203,15 +203,17 @@ def score_files(model: SpeechEmotionModel, paths: list[str], speakers: list[obje
                     raw[i] = model.raw_features(audio)
                     if model.partner is not None:
                         partner[i] = model.partner.predict_audio(audio)
-                    if stats != "none":
-                        norm.update(raw[i], speaker)
                     if stats == "online":
+                        model.observe(raw[i], norm, speaker)
                         probs[i] = _normalized_probs(model, norm, raw[i], speaker, partner.get(i))
             if bar is not None:
                 bar.update(1)
     finally:
         if bar is not None:
             bar.close()
+    if norm is not None and stats == "full":  # each speaker's files added at once, as the protocols do
+        for speaker in dict.fromkeys(speakers[i] for i in raw):
+            model.observe(np.stack([x for i, x in raw.items() if speakers[i] == speaker]), norm, speaker)
     if norm is not None and stats != "online":
         for i, x in raw.items():
             probs[i] = _normalized_probs(model, norm, x, speakers[i] if stats == "full" else None, partner.get(i))

@@ -73,6 +73,17 @@ class SpeechEmotionModel:
         if cold and self.kind == "functionals":
             self.cold = SpeechEmotionModel(self.path.parent / cold["model"], threads, device)
             self.cold_columns = self._cold_columns(self.cold, cold["model"])
+        #: mood-aware statistics: each class's effect on the raw features, times its share (see observe())
+        self.mood_effects: np.ndarray | None = None
+        mood = self.meta.get("normalization", {}).get("mood") if self.kind == "functionals" else None
+        if mood:
+            if self.cold is None:
+                raise ValueError(f"{self.path.name} has mood-aware statistics, which start from a cold-start "
+                                 "model, but names none (cold_start in its JSON)")
+            self.mood_effects = float(mood.get("share", 1.0)) * np.asarray(mood["effects"], dtype=np.float64)
+            if self.mood_effects.shape != (len(self.labels), len(self.columns)):
+                raise ValueError(f"{self.path.name}: mood effects of shape {self.mood_effects.shape}, expected "
+                                 f"{(len(self.labels), len(self.columns))}")
         self.partner: SpeechEmotionModel | None = None  # ensemble member (the log-mel CNN), see combine()
         self.partner_weight = 0.0
         ens = self.meta.get("ensemble")
@@ -100,6 +111,25 @@ class SpeechEmotionModel:
             f = np.concatenate([f, self.encoder.embed(audio, states=self.states)])
         return f[self.columns]
 
+    def observe(self, raw: np.ndarray, norm: SpeakerNormalizer, speaker: object = None) -> None:
+        """Add raw feature vectors ``(D,)`` or ``(N, D)`` of ``speaker``'s segments to its
+        statistics in ``norm``.
+
+        A model with mood-aware statistics (``normalization.mood`` in its JSON) first takes each
+        segment's estimated emotion effect out (the classes' effects weighted by the cold-start
+        model's posterior for it), then refines that estimate with its own posterior under the
+        updated statistics (the training protocol's second pass), so a person heard in one mood
+        only is not normalised to neutral."""
+        raw = np.atleast_2d(np.asarray(raw, dtype=np.float64))
+        if self.mood_effects is None or self.cold is None or self.cold.normalizer is None:
+            norm.update(raw, speaker)
+            return
+        cold_rows = np.stack([self.cold.normalizer.normalize_alone(x) for x in self.cold_features(raw)])
+        first = self.cold.predict_windows(cold_rows).astype(np.float64) @ self.mood_effects
+        norm.update(raw, speaker, first)
+        own = self.predict_windows(np.stack([norm.normalize(x, speaker) for x in raw])).astype(np.float64)
+        norm.revise(raw, speaker, first, own @ self.mood_effects)
+
     def predict_features(self, raw: np.ndarray, speaker: object = None, update: bool = True) -> np.ndarray:
         """Probabilities ``(N, classes)`` for raw functionals ``(N, D)`` of one ``speaker``: each
         row is normalised with that speaker's statistics accumulated so far (itself included);
@@ -111,7 +141,7 @@ class SpeechEmotionModel:
         groups: dict[int, tuple[SpeechEmotionModel, list[int], list[np.ndarray], list[float]]] = {}
         for i, x in enumerate(raw):  # speaker None: nobody to accumulate for
             if update and speaker is not None:
-                self.normalizer.update(x, speaker)
+                self.observe(x, self.normalizer, speaker)
             for net, row, weight in self._scorers(x, self.normalizer, speaker):
                 _, idx, rows, weights = groups.setdefault(id(net), (net, [], [], []))
                 idx.append(i)
@@ -196,7 +226,7 @@ class SpeechEmotionModel:
         if self.kind == "functionals":
             raw = np.stack([self.raw_features(a) for a in segments])
             if speaker is not None and self.normalizer is not None:
-                self.normalizer.update(raw, speaker)
+                self.observe(raw, self.normalizer, speaker)
             probs = self.predict_features(raw, speaker, update=False)
             return self.combine(probs, self.partner.predict_segments(segments) if self.partner is not None else None)
         wins = [self.segment_windows(a) for a in segments]
@@ -232,12 +262,23 @@ class SpeakerNormalizer:
         self._sum: dict[object, np.ndarray] = {}
         self._sq: dict[object, np.ndarray] = {}
 
-    def update(self, x: np.ndarray, speaker: object = None) -> None:
-        """Add raw feature vectors ``(D,)`` or ``(N, D)`` to ``speaker``'s statistics."""
+    def update(self, x: np.ndarray, speaker: object = None, offsets: np.ndarray | None = None) -> None:
+        """Add raw feature vectors ``(D,)`` or ``(N, D)`` to ``speaker``'s statistics; with
+        ``offsets`` (same shape: each vector's estimated emotion effect) ``x - offsets`` is added."""
         x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+        if offsets is not None:
+            x = x - np.atleast_2d(np.asarray(offsets, dtype=np.float64))
         self._n[speaker] = self._n.get(speaker, 0) + len(x)
         self._sum[speaker] = self._sum.get(speaker, 0.0) + x.sum(0)
         self._sq[speaker] = self._sq.get(speaker, 0.0) + (x * x).sum(0)
+
+    def revise(self, x: np.ndarray, speaker: object, old: np.ndarray, new: np.ndarray) -> None:
+        """Replace the offsets ``old`` of vectors ``x`` already added to ``speaker``'s statistics
+        with ``new`` (the count is unchanged)."""
+        x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+        a, b = x - np.atleast_2d(old), x - np.atleast_2d(new)
+        self._sum[speaker] = self._sum[speaker] + (b - a).sum(0)
+        self._sq[speaker] = self._sq[speaker] + (b * b - a * a).sum(0)
 
     def stats(self, speaker: object = None) -> tuple[np.ndarray, np.ndarray]:
         """Shrunk ``(mean, std)`` of ``speaker`` (the global ones for an unknown speaker)."""
