@@ -3,7 +3,9 @@
 1. FER2013 PrivateTest (all 3,589 rows): accuracy, macro-F1, rare-class recall and classifier
    throughput (faces/second, batched and one face per call) of emolens' two shipped models
    (``default`` and ``accurate``) and of
-   fer's bundled mini-Xception (its own preprocessing: 64x64, (x/255-0.5)*2).
+   fer's bundled mini-Xception (its own preprocessing: 64x64, (x/255-0.5)*2); also the accuracy
+   against the FER+ majority vote of 10 annotators (``fer2013new.csv``; faces whose majority is
+   ``contempt`` or that have no usable vote left out, as ``emolens evaluate face --ferplus``).
 2. Videos (``../shared/media/video``): end-to-end FPS (decode + detect + classify; emolens
    also tracks) and faces found per frame vs the true count.
 
@@ -37,6 +39,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 FER_CSV = SHARED / "data" / "fer2013" / "fer2013.csv.xz"
+FERPLUS_CSV = SHARED / "data" / "fer2013" / "fer2013new.csv"
 VIDEOS = {"one_face_640x360.mp4": 1, "one_face_1280x720.mp4": 1, "multi_face.mp4": 4}
 RESULTS = REPO / "benchmarks" / "results"
 
@@ -101,9 +104,9 @@ def run_fer(fer_python: str, task: str, arg: str) -> dict:
 # ----------------------------------------------------------------------------- emolens side
 def bench_fer2013(fer_python: str) -> dict:
     """Accuracy and throughput of both classifiers on FER2013 PrivateTest."""
-    from emolens.datasets import load_fer2013
+    from emolens.datasets import ferplus_targets, load_fer2013, load_fer2013_arrays, load_ferplus_votes
     from emolens.expression import ExpressionModel
-    from emolens.labels import FER7
+    from emolens.labels import FER7, FERPLUS8
     from emolens.metrics import classification_report
 
     test = load_fer2013(FER_CSV, "PrivateTest")
@@ -123,10 +126,21 @@ def bench_fer2013(fer_python: str) -> dict:
         np.save(npy, test.images)
         fer = run_fer(fer_python, "fer2013", npy)
     runs.append(("fer", fer["probs"], fer["batched_s"], fer["single_faces_per_s"]))
+    plus = FERPLUS_CSV.is_file()
+    kept = np.zeros(len(test), bool)
+    if plus:  # the FER+ majority, on the faces `evaluate face --ferplus` keeps
+        relabelled = load_fer2013(FER_CSV, "PrivateTest", FERPLUS_CSV, relabel=True)
+        _, _, usage = load_fer2013_arrays(FER_CSV)
+        votes, _ = load_ferplus_votes(FERPLUS_CSV)
+        majority, _, valid = ferplus_targets(votes[usage == "PrivateTest"])
+        kept = valid & (majority != FERPLUS8.index("contempt"))
+        assert kept.sum() == len(relabelled)
     rows = {}
     for name, probs, batched_s, single in runs:
         rep = classification_report(test.labels, np.asarray(probs).argmax(1), FER7)
         rows[name] = {
+            **({"accuracy_ferplus": float((np.asarray(probs)[kept].argmax(1) == majority[kept]).mean()),
+                "n_ferplus": int(kept.sum())} if plus else {}),
             "accuracy": rep["accuracy"], "macro_f1": rep["macro_f1"],
             "faces_per_s_batched": len(test) / batched_s, "faces_per_s_single": single,
             "per_class_recall": {k: v["recall"] for k, v in rep["per_class"].items()},
@@ -175,15 +189,21 @@ def to_markdown(res: dict) -> str:
         f"- command: `{res['command']}`", "",
     ]
     if "fer2013" in res:
+        models = res["fer2013"]["models"]
+        plus = all("accuracy_ferplus" in r for r in models.values())
         lines += ["## FER2013 PrivateTest (3,589 faces)", "",
                   "| model | accuracy | macro-F1 | recall disgust | recall fear | faces/s (batched) "
-                  "| vs fer | faces/s (one per call) |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-        for name, r in res["fer2013"]["models"].items():
+                  "| vs fer | faces/s (one per call) |" + (" accuracy, FER+ majority |" if plus else ""),
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if plus else "")]
+        for name, r in models.items():
             rec = r["per_class_recall"]
             lines.append(f"| {name} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | {rec['disgust']:.3f} | "
                          f"{rec['fear']:.3f} | {r['faces_per_s_batched']:.0f} | {r['throughput_vs_fer']:.2f}x "
-                         f"| {r['faces_per_s_single']:.0f} |")
+                         f"| {r['faces_per_s_single']:.0f} |" + (f" {r['accuracy_ferplus']:.4f} |" if plus else ""))
+        if plus:
+            n = next(iter(models.values()))["n_ferplus"]
+            lines += ["", f"The FER+ column scores the {n:,} faces whose FER+ majority vote (10 annotators) is one "
+                      "of the 7 classes against that vote (as `emolens evaluate face --ferplus`)."]
         lines.append("")
     if "video" in res:
         lines += ["## Videos, end to end (decode + detect + classify), 2 cores", "",
