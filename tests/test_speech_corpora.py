@@ -386,11 +386,16 @@ def test_mood_aware_statistics_at_inference(tmp_path: Path, ravdess: Path) -> No
     mood = _mood_model(tmp_path, effects)
     norm = SpeakerNormalizer(plain.mean, np.sqrt(plain.var), plain.prior)
     mood.observe(x, norm, "s")
-    cold = mood.cold.predict_windows(np.stack([mood.cold.normalizer.normalize_alone(r)
-                                               for r in mood.cold_features(x)])) @ effects
+    def untempered(model: SpeechEmotionModel, p: np.ndarray) -> np.ndarray:  # softmax of the raw logits
+        q = p.astype(np.float64) ** model.meta["temperature"]
+        return q / q.sum(1, keepdims=True)
+
+    cold = untempered(mood.cold, mood.cold.predict_windows(np.stack([mood.cold.normalizer.normalize_alone(r)
+                                                                     for r in mood.cold_features(x)]))) @ effects
+    assert mood.cold.meta["temperature"] > 1.5  # the shipped files are scaled: undoing it matters
     ref = SpeakerNormalizer(plain.mean, np.sqrt(plain.var), plain.prior)
     ref.update(x, "s", cold)
-    own = mood.predict_windows(np.stack([ref.normalize(r, "s") for r in x])) @ effects
+    own = untempered(mood, mood.predict_windows(np.stack([ref.normalize(r, "s") for r in x]))) @ effects
     expected = SpeakerNormalizer(plain.mean, np.sqrt(plain.var), plain.prior)
     expected.update(x - own, "s")
     assert norm.count("s") == 2 and np.allclose(norm.stats("s"), expected.stats("s"))

@@ -125,10 +125,16 @@ class SpeechEmotionModel:
             norm.update(raw, speaker)
             return
         cold_rows = np.stack([self.cold.normalizer.normalize_alone(x) for x in self.cold_features(raw)])
-        first = self.cold.predict_windows(cold_rows).astype(np.float64) @ self.mood_effects
+        first = self.cold.untempered(self.cold.predict_windows(cold_rows)) @ self.mood_effects
         norm.update(raw, speaker, first)
-        own = self.predict_windows(np.stack([norm.normalize(x, speaker) for x in raw])).astype(np.float64)
+        own = self.untempered(self.predict_windows(np.stack([norm.normalize(x, speaker) for x in raw])))
         norm.revise(raw, speaker, first, own @ self.mood_effects)
+
+    def untempered(self, probs: np.ndarray) -> np.ndarray:
+        """``probs`` of this model with its temperature undone (the softmax of the raw logits, the
+        posterior the training protocol weighs the mood effects with)."""
+        p = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0) ** float(self.meta.get("temperature", 1.0))
+        return p / p.sum(axis=-1, keepdims=True)
 
     def predict_features(self, raw: np.ndarray, speaker: object = None, update: bool = True) -> np.ndarray:
         """Probabilities ``(N, classes)`` for raw functionals ``(N, D)`` of one ``speaker``: each
