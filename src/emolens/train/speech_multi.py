@@ -28,6 +28,7 @@ Both report accuracy, UAR (balanced accuracy = mean recall), macro-F1 and confus
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -199,10 +200,14 @@ def cold_config(cfg: MultiConfig) -> MultiConfig:
     return replace(cfg, norm="first", states=False, seeds=1, adversary=0.0, dims=0.0, mood=0.0)
 
 
-def _softmax(logits: np.ndarray, allowed: np.ndarray) -> np.ndarray:
-    z = np.where(allowed, logits, -np.inf)
-    z = np.exp(z - z.max(1, keepdims=True))
-    return z / z.sum(1, keepdims=True)
+def label_offsets(feats: np.ndarray, data: SpeechDataset, train: np.ndarray,
+                  share: float) -> tuple[np.ndarray, np.ndarray]:
+    """The training items' :func:`class_effects` and ``(N, D)`` offsets: each ``train`` item's
+    class effect (its label known) times ``share``; zero for the other items."""
+    effects = class_effects(feats, data, train)
+    offsets = np.zeros(feats.shape)
+    offsets[train] = share * effects[data.labels[train]]
+    return effects, offsets
 
 
 def cold_columns(cfg: MultiConfig, d: int) -> np.ndarray:
@@ -393,21 +398,22 @@ def fit_fold(data: SpeechDataset, feats: np.ndarray, cfg: MultiConfig, train: np
         z = normalized(feats, data, cfg, *stats) if z is None else z
         net = train_on(data, z, train, cfg, stats)
         return Fold(net, logits_of(net, z[0, held]))
-    effects = class_effects(feats[0], data, train)
-    allowed = np.isin(np.arange(len(data.classes)), np.unique(data.labels[train]))
-    offsets = np.zeros(feats.shape[1:])
-    offsets[train] = cfg.mood * effects[data.labels[train]]
+    effects, offsets = label_offsets(feats[0], data, train, cfg.mood)
+    allowed = torch.from_numpy(np.isin(np.arange(len(data.classes)), np.unique(data.labels[train])))
+
+    def posterior(net: MLP, x: np.ndarray) -> np.ndarray:  # over the classes the training items have
+        return masked_log_softmax(torch.from_numpy(logits_of(net, x)), allowed).exp().numpy()
+
     cold_cfg, cols = cold_config(cfg), cold_columns(cfg, feats.shape[-1])
     cold_stats = (stats[0][cols], stats[1][cols])
     zc = normalized(feats[..., cols], data, cold_cfg, *cold_stats)
     cold = train_on(data, zc, train, cold_cfg, cold_stats)
-    offsets[held] = mood_offsets(_softmax(logits_of(cold, zc[0, held]), allowed), effects, cfg.mood)
+    offsets[held] = mood_offsets(posterior(cold, zc[0, held]), effects, cfg.mood)
     first = offsets[held].copy()
     z = normalized(feats, data, cfg, *stats, offsets=offsets)
     net = train_on(data, z, train, cfg, stats)
-    own = _softmax(logits_of(net, z[0, held]), allowed)
     second = group_normalize(feats[0, held], data.speakers[held], *stats, cfg.prior,
-                             mood_offsets(own, effects, cfg.mood))
+                             mood_offsets(posterior(net, z[0, held]), effects, cfg.mood))
     return Fold(net, logits_of(net, second), first)
 
 
@@ -500,10 +506,10 @@ def protocol_corpora(data: SpeechDataset, feats: np.ndarray, cfg: MultiConfig,
         stats = global_stats(feats, train)
         held = np.flatnonzero(data.corpora == corpus)  # the whole corpus: its speakers' statistics
         fold = fit_fold(data, feats, cfg, train, held, stats)
-        logits = fold.logits[np.isin(held, test)]
+        where = np.isin(held, test)
+        logits = fold.logits[where]
         oof[test] = logits
         if cfg.norm in SHRUNK_NORMS:  # each test file also as its speaker's first (that file alone)
-            where = np.isin(held, test)
             alone = online_normalize(feats[0, test], data.speakers[test], stats[0], stats[1], cfg.prior,
                                      np.random.default_rng(0), sizes=(1,),
                                      offsets=None if fold.cold_offsets is None else fold.cold_offsets[where])
@@ -690,11 +696,7 @@ def train_final(data_root: str | Path, out: str | Path, cfg: MultiConfig, drop: 
     keep = np.array([not (it.corpus in held and it.speaker.split("/", 1)[1] in held[it.corpus]) for it in data.items])
     train = np.flatnonzero(keep)
     stats = global_stats(feats, train)
-    effects, offsets = None, None
-    if cfg.mood:
-        effects = class_effects(feats[0], data, train)
-        offsets = np.zeros(feats.shape[1:])
-        offsets[train] = cfg.mood * effects[data.labels[train]]
+    effects, offsets = label_offsets(feats[0], data, train, cfg.mood) if cfg.mood else (None, None)
     z = normalized(feats, data, cfg, *stats, offsets=offsets)
     net = train_on(data, z, train, cfg, stats)
     onnx_path = out / "speech_emotion.onnx"
@@ -732,8 +734,6 @@ def train_final(data_root: str | Path, out: str | Path, cfg: MultiConfig, drop: 
                            for c, r in v["corpora"].items()} for k, v in results.items()},
         "torch": torch.__version__,
     }
-    import shutil
-
     if cfg.encoder and not (out / "speech_encoder.onnx").is_file():  # the folder runs as it is
         from emolens.voice.encoder import DEFAULT_ENCODER
 
