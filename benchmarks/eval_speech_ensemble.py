@@ -47,7 +47,8 @@ def main(run: Path) -> None:
     import json
 
     from emolens.datasets import load_speech_corpora
-    from emolens.train.speech_multi import corpus_report, shared_classes
+    from emolens.train.speech_multi import shared_classes
+    from emolens.train.speech_report import corpus_report
 
     meta = json.loads((REPO / "src" / "emolens" / "models" / "speech_emotion.json").read_text())
     t, w = float(meta.get("temperature", 1.0)), float(meta.get("ensemble", {}).get("weight", 0.5))

@@ -43,7 +43,9 @@ def run(corpus: str, epochs: int, channels: str, data_root: Path) -> dict:
 
     from emolens.datasets import load_speech_corpora
     from emolens.train.speech import SpeechTrainConfig, build_cache, predict_items, train_one
-    from emolens.train.speech_multi import balanced_weights, corpus_report, loco_split
+    from emolens.train.speech_mlp import balanced_weights
+    from emolens.train.speech_multi import loco_split
+    from emolens.train.speech_report import corpus_report
     from emolens.voice.features import FeatureParams
 
     torch.set_num_threads(1)

@@ -48,7 +48,7 @@ Probes:
   (``-crop`` in the file names; extracted on first use, about 5 min per copy).
 * ``dims``: an auxiliary loss (weight 0.5) on the arousal and valence of the prediction: the
   expected position on Russell's circumplex under the predicted distribution against the label's
-  (``speech_multi.AROUSAL_VALENCE``, fixed per class), so confusing a calm voice with an angry
+  (``speech_mlp.AROUSAL_VALENCE``, fixed per class), so confusing a calm voice with an angry
   one costs more than with a sad one; arousal is what carries best across languages.
 * ``speaker_dims``: per-speaker statistics only for the inputs that mostly tell speakers apart;
   the others normalised globally. For each input, the training corpora give the variance of the
@@ -122,10 +122,10 @@ def partly_global(base: Callable, encoder_global: bool) -> Callable:
 
 
 def same_emotion_history(share: float = 1 / 3) -> Callable:
-    """A normaliser like :func:`emolens.train.speech_multi.normalized` (online mode) where a
+    """A normaliser like :func:`emolens.train.speech_norm.normalized` (online mode) where a
     ``share`` of the augmented items take their history only from same-emotion files of their
     speaker; returns both views (:func:`both_views`)."""
-    from emolens.train.speech_multi import group_normalize
+    from emolens.train.speech_norm import group_normalize
     from emolens.voice.model import shrunk_stats
 
     def online(f: np.ndarray, data, mean: np.ndarray, var: np.ndarray, prior: float,  # noqa: ANN001
@@ -301,14 +301,14 @@ def cropping(sf) -> Callable[[], None]:  # noqa: ANN001
     return undo
 
 
-def with_extra(sm, sf, base, extra: tuple[str, ...], functionals: bool = True):  # noqa: ANN001, ANN201
+def with_extra(sr, sf, base, extra: tuple[str, ...], functionals: bool = True):  # noqa: ANN001, ANN201
     """A config class reading the ``extra`` feature kinds (:data:`EXTRA_KINDS`) after the recipe's
     own (without its numpy functionals if not ``functionals``), with the cache and name hooks they need."""
     from dataclasses import dataclass
 
     for kind in EXTRA_KINDS:
         sf.KINDS.setdefault(kind, f"-{kind}")
-    extractors, names = sf._extractors, sm.feature_names
+    extractors, names = sf._extractors, sr.feature_names
 
     def _extractors(kinds: list[str]) -> dict:
         out = extractors([k for k in kinds if k not in EXTRA_KINDS])
@@ -316,7 +316,7 @@ def with_extra(sm, sf, base, extra: tuple[str, ...], functionals: bool = True): 
         return out
 
     @dataclass
-    class ExtraConfig(sm.MultiConfig):
+    class ExtraConfig(sr.MultiConfig):
         @property
         def kinds(self) -> tuple[str, ...]:
             return (*(k for k in super().kinds if functionals or k != "functionals"), *extra)
@@ -329,7 +329,7 @@ def with_extra(sm, sf, base, extra: tuple[str, ...], functionals: bool = True): 
         own = names(cfg)[0 if functionals else len(functional_names()):]
         return own + [f"{k}_{i}" for k in extra for i in range(EXTRA_KINDS[k][0])]
 
-    sf._extractors, sm.feature_names = _extractors, feature_names
+    sf._extractors, sr.feature_names = _extractors, feature_names
     return ExtraConfig(**{f: getattr(base, f) for f in base.__dataclass_fields__})
 
 
@@ -337,6 +337,7 @@ def main() -> None:
     """Run the probes and write the results."""
     from emolens.train import speech_features as sf
     from emolens.train import speech_multi as sm
+    from emolens.train import speech_recipe as sr
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA)
@@ -348,20 +349,20 @@ def main() -> None:
                     help="also run RAVDESS 8-class speaker-independent CV (6 folds) for each probe")
     args = ap.parse_args()
 
-    shipped = sm.MultiConfig(hidden=128, epochs=150, copies=2, norm="online", prior=8.0, encoder=True, threads=1)
+    shipped = sr.MultiConfig(hidden=128, epochs=150, copies=2, norm="online", prior=8.0, encoder=True, threads=1)
     configs = {"shipped": shipped, "global": replace(shipped, norm="global", prior=0.0),
                "both_views": shipped, "same_emotion_history": shipped, "prior24": replace(shipped, prior=24.0),
                "wide": replace(shipped, hidden=256, dropout=0.5), "smooth": replace(shipped, label_smoothing=0.2),
                "copies4": replace(shipped, copies=4), "encoder_global": shipped, "functionals_global": shipped}
     if "lstm" in args.probes or "lstm_adversary" in args.probes:
-        configs["lstm"] = with_extra(sm, sf, shipped, ("lstm",))
+        configs["lstm"] = with_extra(sr, sf, shipped, ("lstm",))
         configs["lstm_adversary"] = replace(configs["lstm"], adversary=1.0, seeds=5)
     for name in ("kws", "egemaps", "compare"):
         if name in args.probes:
-            configs[name] = with_extra(sm, sf, shipped, (name,))
+            configs[name] = with_extra(sr, sf, shipped, (name,))
     for name in ("egemaps_instead", "compare_instead"):
         if name in args.probes:
-            configs[name] = with_extra(sm, sf, shipped, (name.split("_")[0],), functionals=False)
+            configs[name] = with_extra(sr, sf, shipped, (name.split("_")[0],), functionals=False)
     configs["functionals_alone"] = replace(shipped, encoder=False)
     configs["cold_start"] = replace(shipped, norm="first")  # the recipe of speech_emotion_cold.onnx
     configs["crop"] = shipped  # same recipe; its augmented copies are cut in length (cropping)
@@ -377,7 +378,7 @@ def main() -> None:
 
     sm.loco_split = tracked_split
     if "egemaps_alone" in args.probes:
-        configs["egemaps_alone"] = with_extra(sm, sf, replace(shipped, encoder=False), ("egemaps",), functionals=False)
+        configs["egemaps_alone"] = with_extra(sr, sf, replace(shipped, encoder=False), ("egemaps",), functionals=False)
     plain = sm.normalized
     normalisers = {"both_views": both_views(plain), "same_emotion_history": same_emotion_history(),
                    "encoder_global": partly_global(plain, True), "functionals_global": partly_global(plain, False),
@@ -388,7 +389,7 @@ def main() -> None:
         start = time.perf_counter()
         undo = cropping(sf) if name == "crop" else None
         try:
-            data, feats, _ = sm.load_features(args.data, cfg)
+            data, feats, _ = sr.load_features(args.data, cfg)
         finally:
             if undo:
                 undo()

@@ -51,7 +51,7 @@ def _log_softmax(z: np.ndarray) -> np.ndarray:
 
 
 def _scored(net, temperature: float, z: np.ndarray) -> np.ndarray:  # noqa: ANN001
-    from emolens.train.speech_multi import logits_of
+    from emolens.train.speech_mlp import logits_of
 
     return _log_softmax(logits_of(net, z) / temperature)
 
@@ -89,6 +89,9 @@ def session_scores(x: np.ndarray, sessions: list[np.ndarray], stats: tuple[np.nd
 def main() -> None:
     """Train per held-out corpus, score the sessions, write the table."""
     from emolens.train import speech_multi as sm
+    from emolens.train import speech_norm as sn
+    from emolens.train import speech_recipe as sr
+    from emolens.train import speech_report as srep
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
@@ -100,18 +103,18 @@ def main() -> None:
     meta = {k: json.loads((MODELS / f"{k}.json").read_text()) for k in ("speech_emotion", "speech_emotion_cold")}
     t_main, t_cold = (float(meta[k].get("temperature", 1.0)) for k in meta)
     prior = float(meta["speech_emotion"]["normalization"]["prior"])
-    known = set(sm.MultiConfig.__dataclass_fields__)
-    cfgs = {name: sm.MultiConfig(**{k: v for k, v in meta[m]["config"].items() if k in known})
+    known = set(sr.MultiConfig.__dataclass_fields__)
+    cfgs = {name: sr.MultiConfig(**{k: v for k, v in meta[m]["config"].items() if k in known})
             for name, m in (("main", "speech_emotion"), ("cold", "speech_emotion_cold"))}
-    data, feats, _ = sm.load_features(args.data, cfgs["main"])
-    feats_cold = feats if cfgs["cold"].kinds == cfgs["main"].kinds else sm.load_features(args.data, cfgs["cold"])[1]
+    data, feats, _ = sr.load_features(args.data, cfgs["main"])
+    feats_cold = feats if cfgs["cold"].kinds == cfgs["main"].kinds else sr.load_features(args.data, cfgs["cold"])[1]
     x, x_cold = feats[0].astype(np.float64), feats_cold[0].astype(np.float64)
     result: dict = {}
     spread: dict = {}
     for corpus in dict.fromkeys(data.corpora.tolist()):
         train, test, classes = sm.loco_split(data, corpus)
-        stats = {"main": sm.global_stats(feats, train), "cold": sm.global_stats(feats_cold, train)}
-        nets = {name: sm.train_on(data, sm.normalized(f, data, cfgs[name], *stats[name]), train, cfgs[name],
+        stats = {"main": sn.global_stats(feats, train), "cold": sn.global_stats(feats_cold, train)}
+        nets = {name: sm.train_on(data, sn.normalized(f, data, cfgs[name], *stats[name]), train, cfgs[name],
                                   stats[name])
                 for name, f in (("main", feats), ("cold", feats_cold))}
         local = {int(i): j for j, i in enumerate(test)}
@@ -127,7 +130,7 @@ def main() -> None:
                 scores = session_scores(x[test], sessions, stats["main"], prior, partial(_scored, nets["main"], t_main),
                                         partial(_scored, nets["cold"], t_cold), x_cold[test], stats["cold"])
                 for rule in RULES:
-                    runs[rule].append(sm.corpus_report(data.labels[test], scores[rule], classes, data.classes)["uar"])
+                    runs[rule].append(srep.corpus_report(data.labels[test], scores[rule], classes, data.classes)["uar"])
             result[corpus][str(size or "all")] = {rule: round(float(np.mean(v)), 4) for rule, v in runs.items()}
             spread.setdefault(corpus, {})[str(size or "all")] = {r: [round(u, 4) for u in v] for r, v in runs.items()}
         print(corpus, result[corpus], flush=True)

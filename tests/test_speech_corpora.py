@@ -96,7 +96,8 @@ def test_loco_splits_never_leak_a_corpus(corpora) -> None:
 
 def test_masked_training_on_a_tiny_subset(corpora) -> None:
     torch = pytest.importorskip("torch")
-    from emolens.train.speech_multi import MultiConfig, balanced_weights, fit, masked_log_softmax
+    from emolens.train.speech_mlp import balanced_weights, fit, masked_log_softmax
+    from emolens.train.speech_recipe import MultiConfig
 
     rng = np.random.default_rng(0)
     idx = np.concatenate([rng.choice(np.flatnonzero(corpora.corpora == c), 12, replace=False) for c in SPEECH_CORPORA])
@@ -142,7 +143,9 @@ def test_loco_scores_each_test_file_with_full_and_first_utterance_statistics(tmp
     """Synthetic corpora whose speakers differ by a large offset: LOCO with each speaker's full
     statistics removes it, scored as a first utterance it does not; both logits are saved."""
     pytest.importorskip("torch")
-    from emolens.train.speech_multi import MultiConfig, protocol_corpora, save_logits, table
+    from emolens.train.speech_multi import protocol_corpora
+    from emolens.train.speech_recipe import MultiConfig
+    from emolens.train.speech_report import save_logits, table
 
     data, feats = _synthetic_corpora(0, 3.0)
     res = protocol_corpora(data, feats, MultiConfig(epochs=120, hidden=16, copies=1, norm="online", prior=2.0),
@@ -162,7 +165,9 @@ def test_mood_aware_statistics_keep_the_mood_of_a_person_heard_in_one_mood() -> 
     pytest.importorskip("torch")
     from dataclasses import replace
 
-    from emolens.train.speech_multi import MultiConfig, class_effects, protocol_corpora
+    from emolens.train.speech_multi import protocol_corpora
+    from emolens.train.speech_norm import class_effects
+    from emolens.train.speech_recipe import MultiConfig
 
     data, feats = _synthetic_corpora(2, 0.5, one_mood="c", shift=3.0)
     effects = class_effects(feats[0], data, np.flatnonzero(data.corpora != "c"))
@@ -190,7 +195,9 @@ def test_speaker_statistics_revise_an_offset() -> None:
 
 def test_cold_start_training_normalises_every_file_as_a_first_utterance() -> None:
     pytest.importorskip("torch")
-    from emolens.train.speech_multi import MultiConfig, global_stats, normalized, protocol_corpora
+    from emolens.train.speech_multi import protocol_corpora
+    from emolens.train.speech_norm import global_stats, normalized
+    from emolens.train.speech_recipe import MultiConfig
     from emolens.voice.model import shrunk_stats
 
     data, feats = _synthetic_corpora(1, 1.0)
@@ -210,7 +217,7 @@ def test_seed_ensemble_merges_into_one_mlp_with_averaged_logits(tmp_path: Path) 
     pytest.importorskip("onnx")
     import onnxruntime as ort
 
-    from emolens.train.speech_multi import MLP, export_onnx, logits_of, merge
+    from emolens.train.speech_mlp import MLP, export_onnx, logits_of, merge
 
     torch.manual_seed(0)
     nets = [MLP(20, 8, 16, 0.3).eval() for _ in range(3)]
@@ -229,7 +236,8 @@ def test_corpus_adversary_hides_the_corpus_from_the_hidden_layer() -> None:
     """Synthetic data: one input carries the emotion, one the corpus. With the adversary on, a
     linear probe on the hidden layer tells the corpora apart less well; the emotion stays."""
     torch = pytest.importorskip("torch")
-    from emolens.train.speech_multi import MultiConfig, fit
+    from emolens.train.speech_mlp import fit
+    from emolens.train.speech_recipe import MultiConfig
 
     rng = np.random.default_rng(0)
     n = 1200
@@ -260,7 +268,8 @@ def test_arousal_valence_loss_is_part_of_the_objective() -> None:
     """``dims`` adds the circumplex loss (the same seed trains a different network) and needs the
     class names to place the classes."""
     torch = pytest.importorskip("torch")
-    from emolens.train.speech_multi import AROUSAL_VALENCE, MultiConfig, fit
+    from emolens.train.speech_mlp import AROUSAL_VALENCE, fit
+    from emolens.train.speech_recipe import MultiConfig
 
     names = ("calm", "sad", "angry", "happy")
     assert all(c in AROUSAL_VALENCE for c in names)
@@ -281,7 +290,7 @@ def test_arousal_valence_loss_is_part_of_the_objective() -> None:
 
 def test_balanced_weights_give_every_corpus_the_same_total(corpora) -> None:
     pytest.importorskip("torch")
-    from emolens.train.speech_multi import balanced_weights
+    from emolens.train.speech_mlp import balanced_weights
 
     w = balanced_weights(corpora.labels, corpora.corpora)
     totals = [w[corpora.corpora == c].sum() for c in SPEECH_CORPORA]
@@ -478,7 +487,7 @@ def test_speech_encoder_frame_states(ravdess: Path) -> None:
     (tanh-bounded, so means in [-1, 1] and spreads in [0, 1]); they move with how a sentence is
     said, not only with who says it: one actor's neutral and angry takes differ more than the
     two takes of either."""
-    from emolens.train.speech_multi import MultiConfig, feature_names
+    from emolens.train.speech_recipe import MultiConfig, feature_names
     from emolens.voice.encoder import STATES_DIM, SpeechEncoder, state_feature_names
 
     enc = SpeechEncoder()

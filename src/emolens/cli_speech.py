@@ -96,15 +96,10 @@ def _protocol(data: Path, protocol: str, corpora: str, copies: int, norm: str, h
               adversary: float = 0.0, states: bool = False, mood: float = 0.0) -> None:
     """``evaluate speech --protocol speakers|corpora``."""
     try:
-        from emolens.train.speech_multi import (
-            SHRUNK_NORMS,
-            MultiConfig,
-            confusions,
-            run_protocol,
-            save_json,
-            strip_logits,
-            table,
-        )
+        from emolens.train.speech_multi import run_protocol
+        from emolens.train.speech_norm import SHRUNK_NORMS
+        from emolens.train.speech_recipe import MultiConfig
+        from emolens.train.speech_report import confusions, save_json, strip_logits, table
     except ImportError as exc:
         fail(f"the generalisation protocols train models and need PyTorch: pip install 'emolens[train]' ({exc})")
     try:
@@ -279,8 +274,10 @@ def train_speech_cmd(
     """Cross-validate speaker-independently, then train and export the speech-emotion model."""
     if model == "functionals":
         try:
-            from emolens.train.speech_multi import SHRUNK_NORMS, MultiConfig, table
             from emolens.train.speech_multi import train_final as train_functionals
+            from emolens.train.speech_norm import SHRUNK_NORMS
+            from emolens.train.speech_recipe import MultiConfig
+            from emolens.train.speech_report import table
         except ImportError as exc:
             fail(f"training needs PyTorch: pip install 'emolens[train]' ({exc})")
         try:
