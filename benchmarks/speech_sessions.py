@@ -114,8 +114,7 @@ def main() -> None:
     for corpus in dict.fromkeys(data.corpora.tolist()):
         train, test, classes = sm.loco_split(data, corpus)
         stats = {"main": sn.global_stats(feats, train), "cold": sn.global_stats(feats_cold, train)}
-        nets = {name: sm.train_on(data, sn.normalized(f, data, cfgs[name], *stats[name]), train, cfgs[name],
-                                  stats[name])
+        nets = {name: sm.train_on(data, sn.normalized(f, data, cfgs[name], *stats[name]), train, cfgs[name])
                 for name, f in (("main", feats), ("cold", feats_cold))}
         local = {int(i): j for j, i in enumerate(test)}
         result[corpus] = {}

@@ -70,8 +70,7 @@ CV_FOLDS = {"ravdess": 6, "emodb": 5, "turev": 6, "urdu": 5}
 # ----------------------------------------------------------------------------- folds
 
 
-def train_on(data: SpeechDataset, feats: np.ndarray, train_idx: np.ndarray, cfg: MultiConfig,
-             stats: tuple[np.ndarray, np.ndarray]) -> MLP:
+def train_on(data: SpeechDataset, feats: np.ndarray, train_idx: np.ndarray, cfg: MultiConfig) -> MLP:
     """Fit on ``train_idx`` items (all their copies)."""
     copies = feats[: cfg.copies + 1, train_idx]
     x = copies.reshape(-1, copies.shape[-1])
@@ -96,14 +95,15 @@ def fit_fold(data: SpeechDataset, feats: np.ndarray, cfg: MultiConfig, train: np
     """Train on ``train`` and score ``held`` (whole speakers, none of them in ``train``).
 
     With ``cfg.mood`` each speaker's statistics are mood-aware: every item's estimated emotion
-    effect (:func:`class_effects` of the training items, weighted by a posterior, times
+    effect (:func:`~emolens.train.speech_norm.class_effects` of the training items, weighted by a posterior, times
     ``cfg.mood``) is taken out before the speaker's mean and spread are computed, so a person heard
     in one mood only keeps that mood after normalisation. Training items use their label; held-out
-    items first the posterior of a cold-start partner (:func:`cold_config`, trained on the same
-    items), then the trained network's own posterior (second pass, as at inference)."""
+    items first the posterior of a cold-start partner
+    (:func:`~emolens.train.speech_recipe.cold_config`, trained on the same items), then the trained
+    network's own posterior (second pass, as at inference)."""
     if not cfg.mood:
         z = normalized(feats, data, cfg, *stats) if z is None else z
-        net = train_on(data, z, train, cfg, stats)
+        net = train_on(data, z, train, cfg)
         return Fold(net, logits_of(net, z[0, held]))
     effects, offsets = label_offsets(feats[0], data, train, cfg.mood)
     allowed = torch.from_numpy(np.isin(np.arange(len(data.classes)), np.unique(data.labels[train])))
@@ -114,11 +114,11 @@ def fit_fold(data: SpeechDataset, feats: np.ndarray, cfg: MultiConfig, train: np
     cold_cfg, cols = cold_config(cfg), cold_columns(cfg, feats.shape[-1])
     cold_stats = (stats[0][cols], stats[1][cols])
     zc = normalized(feats[..., cols], data, cold_cfg, *cold_stats)
-    cold = train_on(data, zc, train, cold_cfg, cold_stats)
+    cold = train_on(data, zc, train, cold_cfg)
     offsets[held] = mood_offsets(posterior(cold, zc[0, held]), effects, cfg.mood)
     first = offsets[held].copy()
     z = normalized(feats, data, cfg, *stats, offsets=offsets)
-    net = train_on(data, z, train, cfg, stats)
+    net = train_on(data, z, train, cfg)
     second = group_normalize(feats[0, held], data.speakers[held], *stats, cfg.prior,
                              mood_offsets(posterior(net, z[0, held]), effects, cfg.mood))
     return Fold(net, logits_of(net, second), first)
@@ -229,8 +229,8 @@ def train_final(data_root: str | Path, out: str | Path, cfg: MultiConfig, drop: 
                 holdout: str = "ravdess:23,24") -> dict:
     """Protocols (LOCO logits give the temperature; results reused when the config matches), then
     the model on every corpus except the ``holdout`` speakers (``corpus:id,id;...``) -> ONNX + JSON.
-    With ``cfg.mood`` also its cold-start partner (:func:`cold_config`, in ``out/cold_start``,
-    copied next to it as ``speech_emotion_cold.*`` and named in its JSON)."""
+    With ``cfg.mood`` also its cold-start partner (:func:`~emolens.train.speech_recipe.cold_config`,
+    in ``out/cold_start``, copied next to it as ``speech_emotion_cold.*`` and named in its JSON)."""
     import hashlib
 
     from emolens.voice.features import FUNCTIONALS_VERSION, FeatureParams
@@ -265,7 +265,7 @@ def train_final(data_root: str | Path, out: str | Path, cfg: MultiConfig, drop: 
     stats = global_stats(feats, train)
     effects, offsets = label_offsets(feats[0], data, train, cfg.mood) if cfg.mood else (None, None)
     z = normalized(feats, data, cfg, *stats, offsets=offsets)
-    net = train_on(data, z, train, cfg, stats)
+    net = train_on(data, z, train, cfg)
     onnx_path = out / "speech_emotion.onnx"
     export_onnx(net, onnx_path, temperature)
     names = feature_names(cfg)
