@@ -34,7 +34,6 @@ import json
 import platform
 import sys
 import tempfile
-from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,13 +124,15 @@ def pairing(oof_path: Path, out_json: Path, seeds: int = 5, sweep: bool = False,
     voice) the test bed is also scored with those; ``cold`` (the cold-start model's LOCO logits,
     ``norm="first"``) replaces them with what the shipped pipeline uses for a voice's first segment,
     and is mixed into the familiar voices as the pipeline mixes it (the cold start's share set by
-    the speaker's number of files, :func:`emolens.voice.model.cold_share`)."""
+    the speaker's number of files and the one-mood rule,
+    :func:`emolens.voice.speakers.speaker_cold_weights`); without ``cold`` the logits file's own
+    ``logits_cold`` (``emolens evaluate speech --protocol corpora --logits``) are used where present."""
     import numpy as np
 
     from emolens.fusion import FUSION_LABELS, FusionWeights, fold_vector
     from emolens.labels import FOLD_TO_FER7
     from emolens.train.fusion import fit_fusion, fit_temperature, pair_by_label, select_l2
-    from emolens.voice.model import cold_share
+    from emolens.voice.speakers import speaker_cold_weights
 
     sys.path.insert(0, str(Path(__file__).parent))
     from eval_speech_ensemble import cnn_probs
@@ -168,17 +169,24 @@ def pairing(oof_path: Path, out_json: Path, seeds: int = 5, sweep: bool = False,
     p_warm = probs(z["logits"][keep], t_model)
     warm = folded(p_warm)
     new_voice = folded(probs(z["logits_first"][keep], t_model)) if "logits_first" in z else None
+    cold_logits = None
     if cold is not None:
         zc = np.load(cold)
         if zc["paths"].tolist() != z["paths"].tolist():
             sys.exit(f"{cold} and {oof_path} do not hold the same clips in the same order")
+        cold_logits = zc["logits_first"]
+    elif "logits_cold" in z:  # evaluate speech --protocol corpora --logits: both networks in one file
+        cold_logits = z["logits_cold"]
+    if cold_logits is not None:
         cold_meta = json.loads((REPO / "src" / "emolens" / "models" / "speech_emotion_cold.json").read_text())
-        p_cold = probs(zc["logits_first"][keep], float(cold_meta.get("temperature", 1.0)))
+        p_cold = probs(cold_logits[keep], float(cold_meta.get("temperature", 1.0)))
         new_voice = folded(p_cold)
         # a familiar voice as the pipeline scores it: both networks, the cold start's share set by
-        # how many files of that speaker the statistics hold (SpeechEmotionModel.predict_normalized)
-        counts = Counter(speakers_all[keep].tolist())
-        share = np.array([cold_share(counts[s], prior) for s in speakers_all[keep]])[:, None]
+        # how many files of that speaker the statistics hold and, where the model names it, by the
+        # one-mood rule on the cold start's untempered posteriors (SpeechEmotionModel.cold_weight)
+        one_mood = meta.get("cold_start", {}).get("one_mood")
+        share = speaker_cold_weights(probs(cold_logits[keep], 1.0), speakers_all[keep], prior,
+                                     tuple(one_mood) if one_mood else None)[:, None]
         warm = folded(share * p_cold + (1 - share) * p_warm)
     speakers = speakers_all[keep]
     vy = np.array([FUSION_LABELS.index(FOLD_TO_FER7[classes[k]]) for k in z["labels"][keep]])

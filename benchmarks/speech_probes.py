@@ -126,7 +126,7 @@ def same_emotion_history(share: float = 1 / 3) -> Callable:
     ``share`` of the augmented items take their history only from same-emotion files of their
     speaker; returns both views (:func:`both_views`)."""
     from emolens.train.speech_norm import group_normalize
-    from emolens.voice.model import shrunk_stats
+    from emolens.voice.speakers import shrunk_stats
 
     def online(f: np.ndarray, data, mean: np.ndarray, var: np.ndarray, prior: float,  # noqa: ANN001
                rng: np.random.Generator, sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 0)) -> np.ndarray:

@@ -11,8 +11,12 @@ scored by three rules:
 
 * ``main only``: the main model for every file;
 * ``cold first``: the cold-start model for the first file of a session, the main model after it;
-* ``mixed``: both, the cold-start model weighted by :func:`emolens.voice.model.cold_share`
-  (1 for the first file, then ``prior / (prior + k - 1)``): the pipeline's rule.
+* ``mixed``: both, the cold-start model weighted by :func:`emolens.voice.speakers.cold_share`
+  (1 for the first file, then ``prior / (prior + k - 1)``): the pipeline's rule before ``one mood``;
+* ``one mood``: as ``mixed``, but the cold-start weight is raised to
+  :func:`emolens.voice.speakers.one_mood_share` of the session's cold-start posteriors so far
+  (a person whose files all sound alike keeps the cold-start model): the pipeline's rule;
+* ``one mood alone``: the cold-start model weighted by ``one_mood_share`` alone (no ``cold_share``).
 
 Probabilities are temperature-scaled with each shipped model's temperature. Each UAR is the mean
 over ``--shuffles`` orders (seeds 0, 1, ...); the JSON keeps every one.
@@ -42,7 +46,7 @@ from _common import cpu_name  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "src" / "emolens" / "models"
 RESULTS = REPO / "benchmarks" / "results"
-RULES = ("main only", "cold first", "mixed")
+RULES = ("main only", "cold first", "mixed", "one mood", "one mood alone")
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
@@ -58,12 +62,14 @@ def _scored(net, temperature: float, z: np.ndarray) -> np.ndarray:  # noqa: ANN0
 
 def session_scores(x: np.ndarray, sessions: list[np.ndarray], stats: tuple[np.ndarray, np.ndarray], prior: float,
                    score_main, score_cold, x_cold: np.ndarray | None = None,  # noqa: ANN001
-                   stats_cold: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+                   stats_cold: tuple[np.ndarray, np.ndarray] | None = None,
+                   t_cold: float = 1.0) -> dict[str, np.ndarray]:
     """Log-probabilities ``(N, classes)`` of every rule for the rows of ``x`` in ``sessions``
     (index arrays, in the order heard); ``score_*``: normalised rows -> log-probabilities;
     ``x_cold``, ``stats_cold``: the cold-start model's own features and global (mean, var) where
-    they differ from the main model's."""
-    from emolens.voice.model import SpeakerNormalizer, cold_share
+    they differ from the main model's; ``t_cold``: the cold-start model's temperature (its
+    untempered posteriors feed the ``one mood`` rule's history)."""
+    from emolens.voice.speakers import ONE_MOOD, MoodHistory, SpeakerNormalizer, cold_share, one_mood_share
 
     norm = SpeakerNormalizer(stats[0], np.sqrt(stats[1]), prior)
     x_cold = x if x_cold is None else x_cold
@@ -79,8 +85,18 @@ def session_scores(x: np.ndarray, sessions: list[np.ndarray], stats: tuple[np.nd
         lm, lc = score_main(np.array(hist)), score_cold(np.array(alone))
         w = np.array([cold_share(k + 1, prior) for k in range(len(order))])[:, None]
         first = (np.arange(len(order)) == 0)[:, None]
+        post = np.exp(lc * t_cold)  # the cold-start posteriors untempered, as the model's history keeps them
+        post /= post.sum(1, keepdims=True)
+        moods = MoodHistory()
+        gate = np.zeros_like(w)
+        for k in range(len(order)):
+            moods.add(post[k])
+            gate[k] = one_mood_share(moods.diversity(), *ONE_MOOD)
+        one = np.maximum(w, gate)
         rules = {"main only": lm, "cold first": np.where(first, lc, lm),
-                 "mixed": np.log(w * np.exp(lc) + (1 - w) * np.exp(lm))}
+                 "mixed": np.log(w * np.exp(lc) + (1 - w) * np.exp(lm)),
+                 "one mood": np.log(one * np.exp(lc) + (1 - one) * np.exp(lm)),
+                 "one mood alone": np.log(gate * np.exp(lc) + (1 - gate) * np.exp(lm))}
         for name, v in rules.items():
             out.setdefault(name, np.zeros((len(x), v.shape[1])))[order] = v
     return out
@@ -127,7 +143,8 @@ def main() -> None:
                     idx = np.array([local[int(i)] for i in rng.permutation(test[data.speakers[test] == spk])])
                     sessions += [idx] if size == 0 else [idx[a: a + size] for a in range(0, len(idx), size)]
                 scores = session_scores(x[test], sessions, stats["main"], prior, partial(_scored, nets["main"], t_main),
-                                        partial(_scored, nets["cold"], t_cold), x_cold[test], stats["cold"])
+                                        partial(_scored, nets["cold"], t_cold), x_cold[test], stats["cold"],
+                                        t_cold)
                 for rule in RULES:
                     runs[rule].append(srep.corpus_report(data.labels[test], scores[rule], classes, data.classes)["uar"])
             result[corpus][str(size or "all")] = {rule: round(float(np.mean(v)), 4) for rule, v in runs.items()}
@@ -148,7 +165,7 @@ def main() -> None:
                 v = result[c][size][rule]
                 cells.append(f"**{v:.3f}**" if v == max(result[c][size].values()) else f"{v:.3f}")
             lines.append(f"| {size} | {rule} | " + " | ".join(cells) + " |")
-    lines += ["", "Rules: see the docstring of `benchmarks/speech_sessions.py`; `mixed` is what the pipeline does "
+    lines += ["", "Rules: see the docstring of `benchmarks/speech_sessions.py`; `one mood` is what the pipeline does "
               "(`SpeechEmotionModel.predict_normalized`). Bold: the best rule for that corpus and session size."]
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "speech_sessions.md"

@@ -183,6 +183,26 @@ def test_mood_aware_statistics_keep_the_mood_of_a_person_heard_in_one_mood() -> 
         replace(plain, norm="global", mood=1.0)
 
 
+def test_loco_with_the_cold_start_partner_keeps_one_mood_speakers_and_the_others() -> None:
+    """Corpus c's speakers each speak in one emotion only: per-speaker statistics take it out, the
+    pipeline's mix (cold-start partner for speakers whose files all sound alike) keeps it; corpus
+    a's speakers speak in every emotion and keep the per-speaker model's score."""
+    pytest.importorskip("torch")
+    from emolens.train.speech_multi import protocol_corpora
+    from emolens.train.speech_recipe import MultiConfig
+    from emolens.train.speech_report import table
+
+    data, feats = _synthetic_corpora(2, 0.5, one_mood="c", shift=3.0)
+    # trained to confident posteriors, as the real partner's are (an unsure one makes every speaker look alike)
+    cfg = MultiConfig(epochs=200, hidden=32, lr=0.01, copies=1, norm="online", prior=2.0)
+    res = protocol_corpora(data, feats, cfg, corpora=["a", "c"], log=False, cold_start=True)
+    a, c = res["corpora"]["a"], res["corpora"]["c"]
+    assert c["uar"] < 0.5 and c["pipeline"]["uar"] > c["uar"] + 0.25, (c["uar"], c["pipeline"]["uar"])
+    assert a["uar"] > 0.8 and a["pipeline"]["uar"] >= a["uar"] - 0.05, (a["uar"], a["pipeline"]["uar"])
+    assert "with the cold-start partner" in table(res)
+    assert "pipeline" not in protocol_corpora(data, feats, cfg, corpora=["c"], log=False)["corpora"]["c"]
+
+
 def test_speaker_statistics_revise_an_offset() -> None:
     rng = np.random.default_rng(0)
     x, old, new = rng.normal(size=(3, 5, 4))
@@ -198,7 +218,7 @@ def test_cold_start_training_normalises_every_file_as_a_first_utterance() -> Non
     from emolens.train.speech_multi import protocol_corpora
     from emolens.train.speech_norm import global_stats, normalized
     from emolens.train.speech_recipe import MultiConfig
-    from emolens.voice.model import shrunk_stats
+    from emolens.voice.speakers import shrunk_stats
 
     data, feats = _synthetic_corpora(1, 1.0)
     cold = MultiConfig(epochs=120, hidden=16, copies=1, norm="first", prior=2.0)
@@ -416,25 +436,39 @@ def test_mood_aware_statistics_at_inference(tmp_path: Path, ravdess: Path) -> No
 
 
 def test_a_new_voice_is_scored_by_the_cold_start_model_then_by_the_main_one_more_and_more(ravdess: Path) -> None:
+    """The first segment of a voice (or of no one): the cold-start model. Later ones: both, the
+    cold-start model by ``max(cold_share, one_mood_share)``, so a voice heard in many moods is
+    scored more and more by the main model, one that always sounds alike stays with the cold start."""
+    from emolens.voice.speakers import cold_share, one_mood_share, posterior_diversity
+
     model = SpeechEmotionModel()
+    assert model.one_mood == (0.2, 0.4)
     assert model.cold is not None and model.cold.meta["normalization"]["mode"] == "first"
     x = model.raw_features(load_audio(ravdess / "Actor_23" / "03-01-05-02-01-01-23.ogg"))
     cold = model.cold.predict_windows(model.cold.normalizer.normalize_alone(model.cold_features(x))[None])[0]
     first = model.predict_features(x, speaker="cold-start test")[0]
     assert np.allclose(first, cold, atol=1e-6)  # one segment heard: the cold-start model
     assert np.allclose(model.predict_features(x)[0], cold, atol=1e-6)  # no speaker: a new voice too
-    second = model.predict_features(x, speaker="cold-start test")[0]  # heard twice: both, cold-start 8/9
-    warm = model.predict_windows(model.normalizer.normalize(x, "cold-start test")[None])[0]
     prior = model.normalizer.prior
-    assert model.cold_share(2, prior) == pytest.approx(prior / (prior + 1))
-    assert np.allclose(second, prior / (prior + 1) * cold + 1 / (prior + 1) * warm, atol=1e-6)
-    assert not np.allclose(second, cold, atol=1e-3) and second.sum() == pytest.approx(1, abs=1e-5)
-    for _ in range(30):  # the more the speaker has said, the more the main model decides
-        later = model.predict_features(x, speaker="cold-start test")[0]
-    n = model.normalizer.count("cold-start test")
-    warm = model.predict_windows(model.normalizer.normalize(x, "cold-start test")[None])[0]
-    w = model.cold_share(n, prior)
-    assert n == 32 and w < 0.25 and np.allclose(later, w * cold + (1 - w) * warm, atol=1e-6)
+    for _ in range(31):  # the same segment again and again: one mood, so the cold-start model stays
+        again = model.predict_features(x, speaker="cold-start test")[0]
+    norm = model.normalizer
+    assert norm.count("cold-start test") == 32 and norm.moods.diversity("cold-start test") < 0.01
+    assert model.cold_weight(model.normalizer, "cold-start test") == 1.0 and np.allclose(again, cold, atol=1e-6)
+    files = sorted((ravdess / "Actor_23").glob("03-01-*-23.ogg"))[::2]  # 30 files, every emotion
+    raw = np.stack([model.raw_features(load_audio(f)) for f in files])
+    posts = []
+    for i, r in enumerate(raw):  # a voice heard in many moods: the main model decides more and more
+        p = model.predict_features(r, speaker="many moods")[0]
+        c = model.cold.predict_windows(model.cold.normalizer.normalize_alone(model.cold_features(r))[None])
+        posts.append(model.cold.untempered(c)[0])
+        warm = model.predict_windows(model.normalizer.normalize(r, "many moods")[None])[0]
+        w = max(cold_share(i + 1, prior), one_mood_share(posterior_diversity(np.array(posts)), *model.one_mood))
+        assert model.cold_weight(model.normalizer, "many moods") == pytest.approx(w)
+        assert np.allclose(p, w * c[0] + (1 - w) * warm, atol=1e-5) and p.sum() == pytest.approx(1, abs=1e-5)
+    assert i == 29 and 0 < w < 0.25 and posterior_diversity(np.array(posts)) > model.one_mood[1]
+    model.one_mood = None  # a model without the rule: the share of the prior in the statistics alone
+    assert model.cold_weight(model.normalizer, "cold-start test") == pytest.approx(cold_share(32, prior))
     norm = SpeakerNormalizer(model.normalizer.mean, np.sqrt(model.normalizer.var), model.normalizer.prior)
     norm.update(x, "a")  # one segment: the speaker's statistics are those of the segment alone
     assert norm.count("a") == 1 and norm.count("b") == 0
@@ -533,3 +567,31 @@ def test_mood_needs_per_speaker_statistics_on_the_command_line(tmp_path: Path) -
         res = CliRunner().invoke(app, [*args, "--norm", "global", "--mood", "1"])
         assert res.exit_code == 2 and "mood needs norm online or speaker" in res.output, res.output
         assert "Traceback" not in res.output
+
+
+def test_cli_loco_reports_and_saves_the_cold_start_partner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``evaluate speech --protocol corpora`` (synthetic corpora in place of the real features):
+    the table has the pipeline's columns, ``--logits`` holds both networks' held-out logits."""
+    pytest.importorskip("torch")
+    from typer.testing import CliRunner
+
+    from emolens.cli import app
+    from emolens.train import speech_multi
+
+    data, feats = _synthetic_corpora(2, 0.5, one_mood="c", shift=3.0)
+    monkeypatch.setattr(speech_multi, "load_features", lambda *a, **k: (data, feats, np.arange(feats.shape[-1])))
+    args = ["evaluate", "speech", "--data", str(tmp_path), "--protocol", "corpora", "--corpora", "b,c",
+            "--hidden", "16", "--epochs", "60", "--copies", "1", "--json", str(tmp_path / "loco.json"),
+            "--logits", str(tmp_path / "loco.npz")]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "UAR with the cold-start partner" in res.output and "with the cold-start partner: UAR" in res.output
+    saved = json.loads((tmp_path / "loco.json").read_text())
+    assert set(saved["corpora"]["c"]["pipeline"]) >= {"uar", "macro_f1", "confusion"}
+    assert len(saved["pipeline_temperatures"]) == 2
+    with np.load(tmp_path / "loco.npz") as z:
+        scored = np.abs(z["logits"]).sum(1) > 0
+        assert scored.sum() == 2 * 96 and (np.abs(z["logits_cold"]).sum(1) > 0).tolist() == scored.tolist()
+        assert z["logits_pipeline"].shape == z["logits"].shape
+    res = CliRunner().invoke(app, [*args, "--no-cold-start"])
+    assert res.exit_code == 0 and "cold-start partner" not in res.output, res.output

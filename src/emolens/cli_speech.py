@@ -93,7 +93,8 @@ def audio(
 
 def _protocol(data: Path, protocol: str, corpora: str, copies: int, norm: str, hidden: int, epochs: int,
               drop: str, json_out: Optional[Path], encoder: bool = True, seeds: int = 1,
-              adversary: float = 0.0, states: bool = False, mood: float = 0.0) -> None:
+              adversary: float = 0.0, states: bool = False, mood: float = 0.0, cold_start: bool = True,
+              logits_out: Optional[Path] = None) -> None:
     """``evaluate speech --protocol speakers|corpora``."""
     try:
         from emolens.train.speech_multi import run_protocol
@@ -110,7 +111,7 @@ def _protocol(data: Path, protocol: str, corpora: str, copies: int, norm: str, h
         fail(str(exc))
     chosen = [c.strip() for c in corpora.split(",") if c.strip()] or None
     try:
-        result = run_protocol(data, protocol, cfg, drop, chosen)
+        result = run_protocol(data, protocol, cfg, drop, chosen, cold_start=cold_start, logits_out=logits_out)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         fail(str(exc))
     typer.echo(table(result))
@@ -119,6 +120,8 @@ def _protocol(data: Path, protocol: str, corpora: str, copies: int, norm: str, h
     if json_out:
         save_json(strip_logits(result), json_out)
         typer.echo(f"wrote {json_out}", err=True)
+    if logits_out:
+        typer.echo(f"wrote {logits_out}", err=True)
 
 
 def evaluate_speech(
@@ -147,6 +150,9 @@ def evaluate_speech(
                                                   "on the hidden layer; 0: off).", min=0.0)] = 0.0,
     mood: Annotated[float, typer.Option(help=MOOD_HELP.replace("functionals", "--protocol"), min=0.0, max=1.0)]
     = 0.0,
+    cold_start: Annotated[bool, typer.Option(help="--protocol corpora, per-speaker recipes: also train the cold-start "
+                                                  "partner on each fold and report the two networks mixed as the "
+                                                  "pipeline mixes them.")] = True,
     model: Annotated[Optional[Path], typer.Option(help="ONNX model (default: the shipped one).")] = None,
     speakers: Annotated[str, typer.Option(help="Speakers to evaluate: 'heldout' (the model's held-out speakers, "
                                                "from its JSON), 'all', or a list like 23,24.")] = "heldout",
@@ -155,6 +161,8 @@ def evaluate_speech(
                                             "in name order, which a folder sorted by emotion biases), none (every "
                                             "file scored as a new voice).")] = "full",
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write metrics JSON here.")] = None,
+    logits_out: Annotated[Optional[Path], typer.Option("--logits", help="--protocol: write the held-out logits "
+                                                       "(npz, with labels, corpora, speakers, paths) here.")] = None,
     confusion_png: Annotated[Optional[Path], typer.Option("--confusion", help="Write the confusion matrix PNG here.")]
     = None,
     device: DeviceOption = "cpu",
@@ -169,7 +177,7 @@ def evaluate_speech(
         if not data.is_dir():
             fail(f"{data}: not a folder")
         _protocol(data, protocol, corpora, copies, norm, hidden, epochs, drop, json_out, encoder, seeds, adversary,
-                  states, mood)
+                  states, mood, cold_start, logits_out)
         return
 
     from emolens.metrics import classification_report, format_report, plot_confusion

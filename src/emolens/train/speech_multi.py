@@ -90,6 +90,17 @@ class Fold:
     cold_offsets: np.ndarray | None = None
 
 
+def cold_partner_logits(data: SpeechDataset, feats: np.ndarray, cfg: MultiConfig, train: np.ndarray,
+                        rows: np.ndarray, stats: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Train ``cfg``'s cold-start partner (:func:`~emolens.train.speech_recipe.cold_config`) on
+    ``train`` and return its logits ``(len(rows), classes)`` of the clean copies of ``rows``, each
+    normalised as its speaker's first utterance."""
+    cold_cfg, cols = cold_config(cfg), cold_columns(cfg, feats.shape[-1])
+    cold_stats = (stats[0][cols], stats[1][cols])
+    zc = normalized(feats[..., cols], data, cold_cfg, *cold_stats)
+    return logits_of(train_on(data, zc, train, cold_cfg), zc[0, rows])
+
+
 def fit_fold(data: SpeechDataset, feats: np.ndarray, cfg: MultiConfig, train: np.ndarray, held: np.ndarray,
              stats: tuple[np.ndarray, np.ndarray], z: np.ndarray | None = None) -> Fold:
     """Train on ``train`` and score ``held`` (whole speakers, none of them in ``train``).
@@ -111,11 +122,8 @@ def fit_fold(data: SpeechDataset, feats: np.ndarray, cfg: MultiConfig, train: np
     def posterior(net: MLP, x: np.ndarray) -> np.ndarray:  # over the classes the training items have
         return masked_log_softmax(torch.from_numpy(logits_of(net, x)), allowed).exp().numpy()
 
-    cold_cfg, cols = cold_config(cfg), cold_columns(cfg, feats.shape[-1])
-    cold_stats = (stats[0][cols], stats[1][cols])
-    zc = normalized(feats[..., cols], data, cold_cfg, *cold_stats)
-    cold = train_on(data, zc, train, cold_cfg)
-    offsets[held] = mood_offsets(posterior(cold, zc[0, held]), effects, cfg.mood)
+    cold = masked_log_softmax(torch.from_numpy(cold_partner_logits(data, feats, cfg, train, held, stats)), allowed)
+    offsets[held] = mood_offsets(cold.exp().numpy(), effects, cfg.mood)
     first = offsets[held].copy()
     z = normalized(feats, data, cfg, *stats, offsets=offsets)
     net = train_on(data, z, train, cfg)
@@ -178,13 +186,41 @@ def loco_split(data: SpeechDataset, corpus: str) -> tuple[np.ndarray, np.ndarray
     return train, test, classes
 
 
+def loco_temperature(logits: np.ndarray, data: SpeechDataset) -> float:
+    """:func:`~emolens.train.speech_mlp.fit_temperature` on the rows of leave-one-corpus-out
+    ``logits`` that were scored (non-zero), each over its corpus's own classes."""
+    held = np.abs(logits).sum(1) > 0
+    return fit_temperature(logits[held], data.labels[held], data.class_mask()[held])
+
+
+def pipeline_logits(main_logits: np.ndarray, cold_logits: np.ndarray, speakers: np.ndarray, prior: float,
+                    temperatures: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+    """Log-probabilities of the pipeline's mix for whole speakers, as ``SpeechEmotionModel``
+    mixes its two networks: each network's softmax at its temperature (``(main, cold)``),
+    weighted per speaker by :func:`emolens.voice.speakers.speaker_cold_weights` of the cold-start
+    partner's untempered posteriors."""
+    from emolens.voice.speakers import speaker_cold_weights
+
+    def softmax(z: np.ndarray, t: float) -> np.ndarray:
+        return torch.softmax(torch.from_numpy(np.asarray(z, dtype=np.float64)) / t, -1).numpy()
+
+    w = speaker_cold_weights(softmax(cold_logits, 1.0), speakers, prior)[:, None]
+    mix = w * softmax(cold_logits, temperatures[1]) + (1 - w) * softmax(main_logits, temperatures[0])
+    return np.log(np.clip(mix, 1e-12, 1.0)).astype(np.float32)
+
+
 def protocol_corpora(data: SpeechDataset, feats: np.ndarray, cfg: MultiConfig,
-                     corpora: list[str] | None = None, log: bool = True) -> dict:
-    """Leave-one-corpus-out on the shared classes (module docstring)."""
+                     corpora: list[str] | None = None, log: bool = True, cold_start: bool = False) -> dict:
+    """Leave-one-corpus-out on the shared classes (module docstring). ``cold_start`` (per-speaker
+    recipes): also train the cold-start partner on each fold and score every held-out speaker as
+    the pipeline does (:func:`pipeline_logits`, with each network's temperature fitted on its own
+    leave-one-corpus-out logits of the corpora run; ``pipeline`` in each corpus's report)."""
     names = list(dict.fromkeys(data.corpora.tolist()))
+    cold_start = cold_start and cfg.norm in SHRUNK_NORMS and cfg.norm != "first"
     out: dict = {}
     oof = np.zeros((len(data), len(data.classes)), dtype=np.float32)
     first = np.zeros_like(oof)
+    whole: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # corpus: held, main and cold logits
     for corpus in corpora or names:
         train, test, classes = loco_split(data, corpus)
         train_corpora = [c for c in names if c != corpus]
@@ -203,25 +239,62 @@ def protocol_corpora(data: SpeechDataset, feats: np.ndarray, cfg: MultiConfig,
         rep["trained_on"] = train_corpora
         if cfg.norm in SHRUNK_NORMS:
             rep["first_utterance_uar"] = corpus_report(data.labels[test], first[test], classes, data.classes)["uar"]
+        if cold_start:
+            whole[corpus] = (held, fold.logits, cold_partner_logits(data, feats, cfg, train, held, stats))
         out[corpus] = rep
         if log:
             print(f"[corpora] {corpus}: UAR {rep['uar']:.3f} (chance {rep['chance_uar']:.3f}), "
                   f"macro-F1 {rep['macro_f1']:.3f}, acc {rep['accuracy']:.3f}, {len(classes)} classes", flush=True)
-    return {"protocol": "corpora", "config": asdict(cfg), "corpora": out, "logits": oof, "logits_first": first}
+    result = {"protocol": "corpora", "config": asdict(cfg), "corpora": out, "logits": oof, "logits_first": first}
+    if whole:
+        result.update(pipeline_protocol(data, whole, oof, cfg.prior, out, log))
+    return result
+
+
+def pipeline_protocol(data: SpeechDataset, whole: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+                      oof: np.ndarray, prior: float, reports: dict, log: bool = True) -> dict:
+    """The LOCO scores with the cold-start partner (``protocol_corpora(cold_start=True)``):
+    ``whole`` holds each held-out corpus's rows and the two networks' logits on them, ``oof`` the
+    main network's scored rows; adds ``pipeline`` to each corpus's entry of ``reports`` and
+    returns the two temperatures, the mixed log-probabilities and the cold-start partner's logits."""
+    cold_oof = np.zeros_like(oof)
+    for held, _, cold in whole.values():
+        cold_oof[held] = cold
+    scored = np.abs(oof).sum(1) > 0
+    cold_oof[~scored] = 0  # the rows the main network was tested on (its corpus's shared classes)
+    temps = (loco_temperature(oof, data), loco_temperature(cold_oof, data))
+    mixed = np.zeros_like(oof)
+    for corpus, (held, main, cold) in whole.items():
+        both = pipeline_logits(main, cold, data.speakers[held], prior, temps)
+        test = held[scored[held]]
+        mixed[test] = both[scored[held]]
+        _, _, classes = loco_split(data, corpus)
+        rep = reports[corpus]["pipeline"] = corpus_report(data.labels[test], mixed[test], classes, data.classes)
+        if log:
+            print(f"[corpora] {corpus} with the cold-start partner: UAR {rep['uar']:.3f}, "
+                  f"macro-F1 {rep['macro_f1']:.3f}", flush=True)
+    return {"pipeline_temperatures": [round(t, 4) for t in temps], "logits_pipeline": mixed, "logits_cold": cold_oof}
 
 
 # ----------------------------------------------------------------------------- drivers
 
 
 def run_protocol(data_root: str | Path, protocol: str, cfg: MultiConfig, drop: str = "",
-                 corpora: list[str] | None = None, cache: str | Path | None = None) -> dict:
-    """``speakers`` or ``corpora`` protocol on every corpus under ``data_root``."""
+                 corpora: list[str] | None = None, cache: str | Path | None = None, cold_start: bool = False,
+                 logits_out: str | Path | None = None) -> dict:
+    """``speakers`` or ``corpora`` protocol on every corpus under ``data_root`` (``cold_start``:
+    see :func:`protocol_corpora`); ``logits_out``: also write the held-out logits there
+    (:func:`~emolens.train.speech_report.save_logits`)."""
+    if protocol not in ("speakers", "corpora"):
+        raise ValueError(f"unknown protocol {protocol!r} (speakers, corpora)")
     data, feats, _ = load_features(data_root, cfg, drop, cache)
     if protocol == "speakers":
-        return protocol_speakers(data, feats, cfg, corpora)
-    if protocol == "corpora":
-        return protocol_corpora(data, feats, cfg, corpora)
-    raise ValueError(f"unknown protocol {protocol!r} (speakers, corpora)")
+        result = protocol_speakers(data, feats, cfg, corpora)
+    else:
+        result = protocol_corpora(data, feats, cfg, corpora, cold_start=cold_start)
+    if logits_out is not None:
+        save_logits(logits_out, result, data)
+    return result
 
 
 def train_final(data_root: str | Path, out: str | Path, cfg: MultiConfig, drop: str = "",

@@ -9,7 +9,7 @@ import numpy as np
 
 from emolens.datasets import SpeechDataset
 from emolens.train.speech_recipe import MultiConfig
-from emolens.voice.model import shrunk_stats
+from emolens.voice.speakers import shrunk_stats
 
 #: Normalisations that shrink each speaker's statistics towards the global ones (``prior``).
 SHRUNK_NORMS = ("online", "first")

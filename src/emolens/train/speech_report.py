@@ -30,7 +30,7 @@ def corpus_report(y: np.ndarray, logits: np.ndarray, classes: list[str], all_cla
 
 def strip_logits(result: dict) -> dict:
     """The protocol result without its bulky arrays (for JSON)."""
-    return {k: v for k, v in result.items() if k not in ("logits", "logits_first")}
+    return {k: v for k, v in result.items() if not k.startswith("logits")}
 
 
 def save_json(obj: dict, path: str | Path) -> None:
@@ -44,16 +44,20 @@ def table(result: dict) -> str:
     gives the UAR when every test file is scored as its speaker's first utterance)."""
     proto = result["protocol"]
     first = all("first_utterance_uar" in r for r in result["corpora"].values())
+    both = all("pipeline" in r for r in result["corpora"].values())
     head = "| corpus | classes | n | accuracy | UAR | macro-F1 | chance UAR |" + (
         " folds (accuracy) |" if proto == "speakers" else " trained on |")
-    lines = [head + (" UAR, first utterance |" if first else ""),
-             "| --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if first else "")]
+    lines = [head + (" UAR, first utterance |" if first else "")
+             + (" UAR with the cold-start partner | macro-F1 with it |" if both else ""),
+             "| --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if first else "")
+             + (" --- | --- |" if both else "")]
     for name, r in result["corpora"].items():
         extra = (f"{r['accuracy_mean']:.3f} ± {r['accuracy_std']:.3f}" if proto == "speakers"
                  else ", ".join(r["trained_on"]))
         lines.append(f"| {name} | {len(r['labels'])} | {r['n']} | {r['accuracy']:.3f} | {r['uar']:.3f} | "
                      f"{r['macro_f1']:.3f} | {r['chance_uar']:.3f} | {extra} |"
-                     + (f" {r['first_utterance_uar']:.3f} |" if first else ""))
+                     + (f" {r['first_utterance_uar']:.3f} |" if first else "")
+                     + (f" {r['pipeline']['uar']:.3f} | {r['pipeline']['macro_f1']:.3f} |" if both else ""))
     return "\n".join(lines)
 
 
@@ -67,7 +71,8 @@ def confusions(result: dict) -> str:
 
 def save_logits(path: str | Path, result: dict, data: SpeechDataset) -> None:
     """A protocol's held-out logits with what the fusion fit needs (labels, corpora, speakers,
-    paths, classes); LOCO also ``logits_first`` (each file scored as its speaker's first)."""
-    extra = {"logits_first": result["logits_first"]} if "logits_first" in result else {}
+    paths, classes); LOCO also ``logits_first`` (each file scored as its speaker's first) and,
+    with the cold-start partner, ``logits_pipeline`` and the partner's own ``logits_cold``."""
+    extra = {k: result[k] for k in ("logits_first", "logits_pipeline", "logits_cold") if k in result}
     np.savez(path, logits=result["logits"], labels=data.labels, corpora=data.corpora, speakers=data.speakers,
              paths=np.asarray(data.paths), classes=np.asarray(data.classes), **extra)

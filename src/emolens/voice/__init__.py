@@ -5,7 +5,8 @@ The package is split by job; every public name is re-exported here, so
 
 * :mod:`emolens.voice.features`: log-mel / MFCC frames, utterance functionals, augmentation;
 * :mod:`emolens.voice.vad`: voice activity detection (Silero ONNX or energy) and segmentation;
-* :mod:`emolens.voice.model`: the ONNX speech-emotion model and per-speaker normalisation;
+* :mod:`emolens.voice.model`: the ONNX speech-emotion model;
+* :mod:`emolens.voice.speakers`: per-speaker state (feature statistics, cold-start posteriors);
 * :mod:`emolens.voice.analysis`: file -> segments -> timeline (:class:`AudioAnalyzer`);
 * speech datasets live beside the face datasets in :mod:`emolens.datasets`.
 """
@@ -64,21 +65,22 @@ from emolens.voice.features import (
 from emolens.voice.model import (
     DEFAULT_SPEECH_MODEL,
     MODELS_DIR,
-    SpeakerNormalizer,
     SpeechEmotionModel,
     _session,
     default_speech_model,
 )
+from emolens.voice.speakers import MoodHistory, SpeakerNormalizer, cold_share, one_mood_share, posterior_diversity
 from emolens.voice.vad import EnergyVAD, SileroVAD, make_vad, silero_model_path, speech_regions, split_region
 
 __all__ = [
     "AUDIO_SUFFIXES", "CREMA_NAME", "DEFAULT_SPEECH_MODEL", "MODELS_DIR", "RAVDESS_NAME", "SPEECH_CORPORA",
     "STATS_MODES", "VIDEO_SUFFIXES", "AudioAnalyzer", "AudioResult", "AudioSegment", "EnergyVAD", "FeatureParams",
-    "SileroVAD", "SpeakerNormalizer", "SpeechDataset", "SpeechEmotionModel", "SpeechItem", "_dct_matrix",
-    "_hz_to_mel", "_mel_to_hz", "_session", "analyze_audio", "augment_audio", "default_speech_model", "deltas",
-    "eval_windows", "fit_window", "functional_names", "functionals", "iter_audio_paths", "load_emodb",
-    "load_ravdess", "load_speech_corpora", "load_speech_data", "load_speech_folder", "load_turev", "load_urdu",
-    "log_mel", "make_vad", "mel_filterbank", "mel_power", "mfcc_features", "normalize", "parse_ravdess_name",
-    "pitch_track", "power_to_db", "score_files", "silero_model_path", "speaker_folds", "speech_regions", "split_region",
+    "MoodHistory", "SileroVAD", "SpeakerNormalizer", "SpeechDataset", "SpeechEmotionModel", "SpeechItem",
+    "_dct_matrix", "_hz_to_mel", "_mel_to_hz", "_session", "analyze_audio", "augment_audio", "cold_share",
+    "default_speech_model", "deltas", "eval_windows", "fit_window", "functional_names", "functionals",
+    "iter_audio_paths", "load_emodb", "load_ravdess", "load_speech_corpora", "load_speech_data",
+    "load_speech_folder", "load_turev", "load_urdu", "log_mel", "make_vad", "mel_filterbank", "mel_power",
+    "mfcc_features", "normalize", "one_mood_share", "parse_ravdess_name", "pitch_track", "posterior_diversity",
+    "power_to_db", "score_files", "silero_model_path", "speaker_folds", "speech_regions", "split_region",
     "trim_bounds", "utterance_features", "windows",
 ]

@@ -20,7 +20,8 @@ from emolens.datasets import AUDIO_SUFFIXES, VIDEO_SUFFIXES
 from emolens.labels import probs_dict
 from emolens.media import AUDIO_RATE, MediaError, load_audio
 from emolens.voice.features import log_mel, trim_bounds
-from emolens.voice.model import SpeakerNormalizer, SpeechEmotionModel
+from emolens.voice.model import SpeechEmotionModel
+from emolens.voice.speakers import SpeakerNormalizer
 from emolens.voice.vad import make_vad, speech_regions, split_region
 
 

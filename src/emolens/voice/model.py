@@ -19,6 +19,7 @@ from emolens.voice.features import (
     normalize,
     trim_bounds,
 )
+from emolens.voice.speakers import SpeakerNormalizer, cold_share, one_mood_share
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 DEFAULT_SPEECH_MODEL = MODELS_DIR / "speech_emotion.onnx"
@@ -70,9 +71,16 @@ class SpeechEmotionModel:
         #: where the cold-start model's features sit in this model's raw features
         self.cold_columns: np.ndarray | None = None
         cold = self.meta.get("cold_start")
+        #: :func:`~emolens.voice.speakers.one_mood_share` thresholds (``cold_start.one_mood`` in the JSON):
+        #: a speaker whose segments all sound alike to the cold-start model is scored by it
+        self.one_mood: tuple[float, float] | None = None
         if cold and self.kind == "functionals":
             self.cold = SpeechEmotionModel(self.path.parent / cold["model"], threads, device)
             self.cold_columns = self._cold_columns(self.cold, cold["model"])
+            if cold.get("one_mood") is not None:
+                low, high = (float(v) for v in cold["one_mood"])
+                one_mood_share(0.0, low, high)  # ValueError on thresholds the wrong way round
+                self.one_mood = (low, high)
         #: mood-aware statistics: each class's effect on the raw features, times its share (see observe())
         self.mood_effects: np.ndarray | None = None
         mood = self.meta.get("normalization", {}).get("mood") if self.kind == "functionals" else None
@@ -121,11 +129,16 @@ class SpeechEmotionModel:
         updated statistics (the training protocol's second pass), so a person heard in one mood
         only is not normalised to neutral."""
         raw = np.atleast_2d(np.asarray(raw, dtype=np.float64))
-        if self.mood_effects is None or self.cold is None or self.cold.normalizer is None:
+        if self.cold is None or self.cold.normalizer is None or (self.mood_effects is None and self.one_mood is None):
             norm.update(raw, speaker)
             return
         cold_rows = np.stack([self.cold.normalizer.normalize_alone(x) for x in self.cold_features(raw)])
-        first = self.cold.untempered(self.cold.predict_windows(cold_rows)) @ self.mood_effects
+        posterior = self.cold.untempered(self.cold.predict_windows(cold_rows))
+        norm.moods.add(posterior, speaker)
+        if self.mood_effects is None:
+            norm.update(raw, speaker)
+            return
+        first = posterior @ self.mood_effects
         norm.update(raw, speaker, first)
         own = self.untempered(self.predict_windows(np.stack([norm.normalize(x, speaker) for x in raw])))
         norm.revise(raw, speaker, first, own @ self.mood_effects)
@@ -172,15 +185,23 @@ class SpeechEmotionModel:
         assert self.cold_columns is not None
         return raw[..., self.cold_columns]
 
-    def cold_share(self, n: int, prior: float) -> float:
-        """:func:`cold_share`, or 0 when the model has no cold-start partner."""
-        return 0.0 if self.cold is None else cold_share(n, prior)
+    def cold_weight(self, norm: SpeakerNormalizer, speaker: object = None) -> float:
+        """Weight of the cold-start network for ``speaker``'s next segment: 0 without a partner,
+        else :func:`~emolens.voice.speakers.cold_share` of the segments heard, raised to
+        :func:`~emolens.voice.speakers.one_mood_share` of their cold-start posteriors where the
+        model names ``one_mood`` thresholds (a person heard in one mood only)."""
+        if self.cold is None:
+            return 0.0
+        w = cold_share(norm.count(speaker), norm.prior)
+        if self.one_mood is not None and w < 1:
+            w = max(w, one_mood_share(norm.moods.diversity(speaker), *self.one_mood))
+        return w
 
     def _scorers(self, raw: np.ndarray, norm: SpeakerNormalizer,
                  speaker: object) -> list[tuple[SpeechEmotionModel, np.ndarray, float]]:
         """The networks that score ``raw``, their normalised inputs and weights (see
         :meth:`predict_normalized`)."""
-        w = self.cold_share(norm.count(speaker), norm.prior)
+        w = self.cold_weight(norm, speaker)
         out: list[tuple[SpeechEmotionModel, np.ndarray, float]] = []
         if self.cold is not None and self.cold.normalizer is not None and w > 0:  # a functionals model: set
             out.append((self.cold, self.cold.normalizer.normalize_alone(self.cold_features(raw)), w))
@@ -194,8 +215,9 @@ class SpeechEmotionModel:
 
         Where the model has a cold-start partner, that partner scores the segment too, normalised
         as a first utterance with its own training statistics (the way it was trained), and the two
-        probabilities are mixed with :meth:`cold_share`: the cold start alone for a voice heard for
-        the first time (or ``speaker=None``), then less and less as the speaker's statistics fill."""
+        probabilities are mixed with :meth:`cold_weight`: the cold start alone for a voice heard for
+        the first time (or ``speaker=None``), then less and less as the speaker's statistics fill,
+        unless everything the speaker said so far sounds alike (one mood)."""
         parts = [w * net.predict_windows(row[None])[0] for net, row, w in self._scorers(raw, norm, speaker)]
         return np.sum(parts, axis=0).astype(np.float32)
 
@@ -246,85 +268,3 @@ def default_speech_model(path: str | None = None, threads: int | None = None,
                          device: str = "cpu") -> SpeechEmotionModel:
     """A shared :class:`SpeechEmotionModel` (loaded once per process and device)."""
     return SpeechEmotionModel(path, threads, device)
-
-
-
-
-class SpeakerNormalizer:
-    """Per-speaker feature normalisation accumulated online (one state per tracked person).
-
-    Each speaker's running mean and variance of the raw feature vectors are shrunk towards the
-    global (training) statistics with ``prior`` pseudo-observations, so the first utterance of a
-    new person is normalised almost globally and later ones more and more by that person's own
-    statistics (which removes voice, microphone and room). :meth:`__call__` adds the utterance
-    to its speaker's statistics first, then normalises it.
-    """
-
-    def __init__(self, mean: np.ndarray, std: np.ndarray, prior: float = 8.0) -> None:
-        self.mean = np.asarray(mean, dtype=np.float64)
-        self.var = np.asarray(std, dtype=np.float64) ** 2
-        self.prior = float(prior)
-        self._n: dict[object, int] = {}
-        self._sum: dict[object, np.ndarray] = {}
-        self._sq: dict[object, np.ndarray] = {}
-
-    def update(self, x: np.ndarray, speaker: object = None, offsets: np.ndarray | None = None) -> None:
-        """Add raw feature vectors ``(D,)`` or ``(N, D)`` to ``speaker``'s statistics; with
-        ``offsets`` (same shape: each vector's estimated emotion effect) ``x - offsets`` is added."""
-        x = np.atleast_2d(np.asarray(x, dtype=np.float64))
-        if offsets is not None:
-            x = x - np.atleast_2d(np.asarray(offsets, dtype=np.float64))
-        self._n[speaker] = self._n.get(speaker, 0) + len(x)
-        self._sum[speaker] = self._sum.get(speaker, 0.0) + x.sum(0)
-        self._sq[speaker] = self._sq.get(speaker, 0.0) + (x * x).sum(0)
-
-    def revise(self, x: np.ndarray, speaker: object, old: np.ndarray, new: np.ndarray) -> None:
-        """Replace the offsets ``old`` of vectors ``x`` already added to ``speaker``'s statistics
-        with ``new`` (the count is unchanged)."""
-        x = np.atleast_2d(np.asarray(x, dtype=np.float64))
-        a, b = x - np.atleast_2d(old), x - np.atleast_2d(new)
-        self._sum[speaker] = self._sum[speaker] + (b - a).sum(0)
-        self._sq[speaker] = self._sq[speaker] + (b * b - a * a).sum(0)
-
-    def stats(self, speaker: object = None) -> tuple[np.ndarray, np.ndarray]:
-        """Shrunk ``(mean, std)`` of ``speaker`` (the global ones for an unknown speaker)."""
-        return shrunk_stats(self._n.get(speaker, 0), self._sum.get(speaker, 0.0), self._sq.get(speaker, 0.0),
-                            self.mean, self.var, self.prior)
-
-    def count(self, speaker: object = None) -> int:
-        """How many feature vectors ``speaker``'s statistics hold (0 for an unknown speaker)."""
-        return self._n.get(speaker, 0)
-
-    def normalize_alone(self, x: np.ndarray) -> np.ndarray:
-        """``x`` normalised as a first utterance: with the statistics of ``x`` alone, shrunk
-        towards the global ones (no state read or changed)."""
-        x = np.asarray(x, dtype=np.float64)
-        mean, std = shrunk_stats(1, x, x * x, self.mean, self.var, self.prior)
-        return ((x - mean) / std).astype(np.float32)
-
-    def normalize(self, x: np.ndarray, speaker: object = None) -> np.ndarray:
-        """``(x - mean) / std`` with ``speaker``'s current statistics (no update)."""
-        mean, std = self.stats(speaker)
-        return ((np.asarray(x, dtype=np.float64) - mean) / std).astype(np.float32)
-
-    def __call__(self, x: np.ndarray, speaker: object = None) -> np.ndarray:
-        """Update ``speaker``'s statistics with ``x``, then normalise ``x`` with them."""
-        self.update(x, speaker)
-        return self.normalize(x, speaker)
-
-
-def cold_share(n: int, prior: float) -> float:
-    """Weight of the cold-start network for a segment whose speaker's statistics hold ``n``
-    segments (itself included): 1 for the first, then ``prior / (prior + n - 1)``, the share of
-    the statistics that is still the prior rather than the speaker's other segments."""
-    return 1.0 if n <= 1 else prior / (prior + n - 1)
-
-
-def shrunk_stats(n: int, total: np.ndarray | float, sq: np.ndarray | float, mean: np.ndarray, var: np.ndarray,
-                 prior: float) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std of ``n`` observations (sum ``total``, sum of squares ``sq``) shrunk towards
-    ``mean``/``var`` with ``prior`` pseudo-observations."""
-    w = n + prior
-    m = (np.asarray(total, dtype=np.float64) + prior * mean) / w
-    ex2 = (np.asarray(sq, dtype=np.float64) + prior * (var + mean * mean)) / w
-    return m, np.sqrt(np.maximum(ex2 - m * m, 1e-8 * (var + 1e-12)) + 1e-12)
