@@ -254,10 +254,10 @@ def pairing(oof_path: Path, out_json: Path, seeds: int = 5, sweep: bool = False,
              f"{f' --cold {cold}' if cold else ''}`", "",
              "Voice history: *familiar* = each clip normalised with its speaker's full statistics (a person heard "
              "for a while" + ("; scored as the pipeline scores it, main and cold-start models mixed by the number of "
-                              "the speaker's files" if cold else "") + "); "
+                              "the speaker's files and the one-mood rule" if cold_logits is not None else "") + "); "
              "*new* = each clip scored as its speaker's first utterance (a voice heard for the first "
              "time, e.g. a short clip)" + (", by the cold-start model the pipeline uses for a voice's first segment"
-                                           if cold else "") + ".", "",
+                                           if cold_logits is not None else "") + ".", "",
              "| | voice history | face | voice | fused (calibrated) | weighted mean (per-class accuracy) | product |",
              "| --- | --- | --- | --- | --- | --- | --- |",
              *(f"| seed {r['seed']} (n={r['n']}) | {r['voice_history']} | {r['face']:.4f} | {r['voice']:.4f} | "

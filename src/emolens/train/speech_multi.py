@@ -61,6 +61,7 @@ from emolens.train.speech_norm import (
 )
 from emolens.train.speech_recipe import MultiConfig, cold_columns, cold_config, feature_names, load_features
 from emolens.train.speech_report import corpus_report, save_json, save_logits, strip_logits
+from emolens.voice.speakers import ONE_MOOD, speaker_cold_weights
 
 #: folds of the within-corpus speaker-independent CV (RAVDESS: the gender-balanced 6 folds of
 #: 4 actors used since the first model; TurEV and EmoDB: leave-one/two-speakers-out).
@@ -194,17 +195,17 @@ def loco_temperature(logits: np.ndarray, data: SpeechDataset) -> float:
 
 
 def pipeline_logits(main_logits: np.ndarray, cold_logits: np.ndarray, speakers: np.ndarray, prior: float,
-                    temperatures: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+                    temperatures: tuple[float, float] = (1.0, 1.0),
+                    one_mood: tuple[float, float] | None = ONE_MOOD) -> np.ndarray:
     """Log-probabilities of the pipeline's mix for whole speakers, as ``SpeechEmotionModel``
     mixes its two networks: each network's softmax at its temperature (``(main, cold)``),
     weighted per speaker by :func:`emolens.voice.speakers.speaker_cold_weights` of the cold-start
-    partner's untempered posteriors."""
-    from emolens.voice.speakers import speaker_cold_weights
+    partner's untempered posteriors (``one_mood``: its thresholds; None: ``cold_share`` alone)."""
 
     def softmax(z: np.ndarray, t: float) -> np.ndarray:
         return torch.softmax(torch.from_numpy(np.asarray(z, dtype=np.float64)) / t, -1).numpy()
 
-    w = speaker_cold_weights(softmax(cold_logits, 1.0), speakers, prior)[:, None]
+    w = speaker_cold_weights(softmax(cold_logits, 1.0), speakers, prior, one_mood)[:, None]
     mix = w * softmax(cold_logits, temperatures[1]) + (1 - w) * softmax(main_logits, temperatures[0])
     return np.log(np.clip(mix, 1e-12, 1.0)).astype(np.float32)
 
@@ -259,10 +260,9 @@ def pipeline_protocol(data: SpeechDataset, whole: dict[str, tuple[np.ndarray, np
     returns the two temperatures, the mixed log-probabilities and the cold-start partner's logits."""
     cold_oof = np.zeros_like(oof)
     for held, _, cold in whole.values():
-        cold_oof[held] = cold
-    scored = np.abs(oof).sum(1) > 0
-    cold_oof[~scored] = 0  # the rows the main network was tested on (its corpus's shared classes)
-    temps = (loco_temperature(oof, data), loco_temperature(cold_oof, data))
+        cold_oof[held] = cold  # all of a held-out corpus's rows: its speakers' posterior diversity
+    scored = np.abs(oof).sum(1) > 0  # the rows the main network was tested on (its corpus's shared classes)
+    temps = (loco_temperature(oof, data), loco_temperature(np.where(scored[:, None], cold_oof, 0), data))
     mixed = np.zeros_like(oof)
     for corpus, (held, main, cold) in whole.items():
         both = pipeline_logits(main, cold, data.speakers[held], prior, temps)

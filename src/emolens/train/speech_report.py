@@ -62,10 +62,14 @@ def table(result: dict) -> str:
 
 
 def confusions(result: dict) -> str:
-    """Each corpus's pooled confusion matrix as text."""
+    """Each corpus's pooled confusion matrix as text (and with the cold-start partner, where scored)."""
     from emolens.metrics import format_report
 
-    return "\n\n".join(f"{name}:\n" + format_report(r).split("confusion (rows true, columns predicted):\n")[1]
+    def matrix(r: dict) -> str:
+        return format_report(r).split("confusion (rows true, columns predicted):\n")[1]
+
+    return "\n\n".join(f"{name}:\n" + matrix(r) + (f"\n\n{name}, with the cold-start partner:\n" + matrix(r["pipeline"])
+                                                   if "pipeline" in r else "")
                        for name, r in result["corpora"].items())
 
 
