@@ -85,7 +85,7 @@ def main() -> None:
              f"- temperatures: main {temps[0]:.3f}, cold start {temps[1]:.3f}; prior {prior:g}",
              "- floor: 2x chance UAR (RAVDESS 0.286, EmoDB 0.333, URDU 0.500, TurEV 0.500)", "",
              "| cold-start weight | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-    lines += [f"| {label} | " + " | ".join(f"{uar[label][c]:.3f}" for c in names) + " |" for label, _ in GRID]
+    lines += [f"| {label} | " + " | ".join(f"{uar[label][c]:.4f}" for c in names) + " |" for label, _ in GRID]
     lines += ["", "Thresholds `low-high`: the cold-start weight is `max(cold_share, one_mood_share)`, "
               "`one_mood_share` 1 up to a posterior diversity of `low`, 0 from `high`."]
     RESULTS.mkdir(parents=True, exist_ok=True)
