@@ -44,6 +44,22 @@ def shared_classes(labels: np.ndarray, corpora: np.ndarray, corpus: str) -> list
     return sorted(c for c in set(labels[corpora == corpus].tolist()) if c in others)
 
 
+def diversity_table(cold_logits: np.ndarray, labels: np.ndarray, corpora: np.ndarray,
+                    speakers: np.ndarray) -> dict[tuple[str, int], list[float]]:
+    """Posterior diversity of each speaker, keyed by (corpus, number of emotions in its files)."""
+    from emolens.voice.speakers import posterior_diversity
+
+    z = cold_logits.astype(np.float64)
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    out: dict[tuple[str, int], list[float]] = {}
+    for s in dict.fromkeys(speakers.tolist()):
+        rows = speakers == s
+        key = (str(corpora[rows][0]), len(set(labels[rows].tolist())))
+        out.setdefault(key, []).append(posterior_diversity(p[rows]))
+    return dict(sorted(out.items()))
+
+
 def main() -> None:
     """Re-mix the saved logits for every threshold pair, write the table."""
     from emolens.train.speech_multi import pipeline_logits
@@ -87,11 +103,20 @@ def main() -> None:
              "| cold-start weight | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     lines += [f"| {label} | " + " | ".join(f"{uar[label][c]:.4f}" for c in names) + " |" for label, _ in GRID]
     lines += ["", "Thresholds `low-high`: the cold-start weight is `max(cold_share, one_mood_share)`, "
-              "`one_mood_share` 1 up to a posterior diversity of `low`, 0 from `high`."]
+              "`one_mood_share` 1 up to a posterior diversity of `low`, 0 from `high`.", "",
+              "Posterior diversity per speaker (the cold-start partner's untempered posteriors over all of the "
+              "speaker's files), by how many emotions the speaker's files carry:", "",
+              "| corpus | emotions per speaker | speakers | diversity min | median | max |",
+              "|---|---:|---:|---:|---:|---:|"]
+    spread = diversity_table(z["logits_cold"], labels, corpora, speakers)
+    lines += [f"| {c} | {k} | {len(v)} | {min(v):.2f} | {np.median(v):.2f} | {max(v):.2f} |"
+              for (c, k), v in spread.items()]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "speech_one_mood.md").write_text("\n".join(lines) + "\n")
     (RESULTS / "speech_one_mood.json").write_text(json.dumps({"date": datetime.date.today().isoformat(),
                                                                "temperatures": temps, "prior": prior,
+                                                               "diversity": {f"{c}/{k}": [round(d, 3) for d in v]
+                                                                             for (c, k), v in spread.items()},
                                                                "uar": {k: {c: round(v, 4) for c, v in r.items()}
                                                                        for k, r in uar.items()}}, indent=2) + "\n")
     print("\n".join(lines))
