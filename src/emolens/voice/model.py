@@ -121,7 +121,8 @@ class SpeechEmotionModel:
 
     def observe(self, raw: np.ndarray, norm: SpeakerNormalizer, speaker: object = None) -> None:
         """Add raw feature vectors ``(D,)`` or ``(N, D)`` of ``speaker``'s segments to its
-        statistics in ``norm``.
+        statistics in ``norm``; with ``one_mood`` thresholds also the cold-start model's untempered
+        posterior of each segment to ``norm.moods`` (see :meth:`cold_weight`).
 
         A model with mood-aware statistics (``normalization.mood`` in its JSON) first takes each
         segment's estimated emotion effect out (the classes' effects weighted by the cold-start
