@@ -203,6 +203,22 @@ def test_loco_with_the_cold_start_partner_keeps_one_mood_speakers_and_the_others
     assert "pipeline" not in protocol_corpora(data, feats, cfg, corpora=["c"], log=False)["corpora"]["c"]
 
 
+def test_speaker_cv_with_the_cold_start_partner() -> None:
+    """The speakers protocol scores the pair too: corpus c's one-mood speakers gain, corpus a's
+    speakers (every emotion) keep the per-speaker model's score."""
+    pytest.importorskip("torch")
+    from emolens.train.speech_multi import protocol_speakers
+    from emolens.train.speech_recipe import MultiConfig
+
+    data, feats = _synthetic_corpora(2, 0.5, one_mood="c", shift=3.0)
+    cfg = MultiConfig(epochs=200, hidden=32, lr=0.01, copies=1, norm="online", prior=2.0)
+    res = protocol_speakers(data, feats, cfg, corpora=["a", "c"], log=False, cold_start=True)
+    a, c = res["corpora"]["a"], res["corpora"]["c"]
+    assert c["pipeline"]["uar"] > c["uar"] + 0.25, (c["uar"], c["pipeline"]["uar"])
+    assert a["uar"] > 0.8 and a["pipeline"]["uar"] >= a["uar"] - 0.05, (a["uar"], a["pipeline"]["uar"])
+    assert res["logits_cold"].shape == res["logits"].shape and len(res["pipeline_temperatures"]) == 2
+
+
 def test_speaker_statistics_revise_an_offset() -> None:
     rng = np.random.default_rng(0)
     x, old, new = rng.normal(size=(3, 5, 4))

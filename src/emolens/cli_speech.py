@@ -150,7 +150,7 @@ def evaluate_speech(
                                                   "on the hidden layer; 0: off).", min=0.0)] = 0.0,
     mood: Annotated[float, typer.Option(help=MOOD_HELP.replace("functionals", "--protocol"), min=0.0, max=1.0)]
     = 0.0,
-    cold_start: Annotated[bool, typer.Option(help="--protocol corpora, per-speaker recipes: also train the cold-start "
+    cold_start: Annotated[bool, typer.Option(help="--protocol, per-speaker recipes: also train the cold-start "
                                                   "partner on each fold and report the two networks mixed as the "
                                                   "pipeline mixes them.")] = True,
     model: Annotated[Optional[Path], typer.Option(help="ONNX model (default: the shipped one).")] = None,

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -137,10 +138,13 @@ def fit_fold(data: SpeechDataset, feats: np.ndarray, cfg: MultiConfig, train: np
 
 
 def protocol_speakers(data: SpeechDataset, feats: np.ndarray, cfg: MultiConfig,
-                      corpora: list[str] | None = None, log: bool = True) -> dict:
-    """Speaker-independent CV within each corpus with the multi-corpus model (module docstring)."""
+                      corpora: list[str] | None = None, log: bool = True, cold_start: bool = False) -> dict:
+    """Speaker-independent CV within each corpus with the multi-corpus model (module docstring);
+    ``cold_start``: as in :func:`protocol_corpora`, on each fold's test speakers."""
     stats = global_stats(feats, np.arange(len(data)))
     z = None if cfg.mood else normalized(feats, data, cfg, *stats)  # mood-aware: per fold
+    cold_start = cold_start and cfg.norm in SHRUNK_NORMS and cfg.norm != "first"
+    parts: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
     out: dict = {}
     oof_all = np.zeros((len(data), len(data.classes)), dtype=np.float32)
     for corpus in corpora or list(dict.fromkeys(data.corpora.tolist())):
@@ -154,6 +158,9 @@ def protocol_speakers(data: SpeechDataset, feats: np.ndarray, cfg: MultiConfig,
             train = np.setdiff1d(np.arange(len(data)), test)
             logits = fit_fold(data, feats, cfg, train, test, stats, z).logits
             oof_all[test] = logits
+            if cold_start:
+                parts.setdefault(corpus, []).append((test, logits,
+                                                     cold_partner_logits(data, feats, cfg, train, test, stats)))
             rep = corpus_report(data.labels[test], logits, list(data.corpus_classes[corpus]), data.classes)
             fold_acc.append(rep["accuracy"])
             fold_uar.append(rep["uar"])
@@ -165,7 +172,13 @@ def protocol_speakers(data: SpeechDataset, feats: np.ndarray, cfg: MultiConfig,
                     "uar_per_fold": np.round(fold_uar, 4).tolist(), "accuracy_mean": float(np.mean(fold_acc)),
                     "accuracy_std": float(np.std(fold_acc)), "uar_mean": float(np.mean(fold_uar))})
         out[corpus] = rep
-    return {"protocol": "speakers", "config": asdict(cfg), "corpora": out, "logits": oof_all}
+    result = {"protocol": "speakers", "config": asdict(cfg), "corpora": out, "logits": oof_all}
+    if parts:
+        whole = {c: (np.concatenate([p[0] for p in v]), np.concatenate([p[1] for p in v]),
+                     np.concatenate([p[2] for p in v])) for c, v in parts.items()}
+        result.update(pipeline_protocol(data, whole, oof_all, cfg.prior, out, log,
+                                        classes_of=lambda c: list(data.corpus_classes[c])))
+    return result
 
 
 def shared_classes(data: SpeechDataset, test_corpus: str, train_corpora: list[str]) -> list[str]:
@@ -253,11 +266,14 @@ def protocol_corpora(data: SpeechDataset, feats: np.ndarray, cfg: MultiConfig,
 
 
 def pipeline_protocol(data: SpeechDataset, whole: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
-                      oof: np.ndarray, prior: float, reports: dict, log: bool = True) -> dict:
-    """The LOCO scores with the cold-start partner (``protocol_corpora(cold_start=True)``):
-    ``whole`` holds each held-out corpus's rows and the two networks' logits on them, ``oof`` the
-    main network's scored rows; adds ``pipeline`` to each corpus's entry of ``reports`` and
-    returns the two temperatures, the mixed log-probabilities and the cold-start partner's logits."""
+                      oof: np.ndarray, prior: float, reports: dict, log: bool = True,
+                      classes_of: Callable[[str], list[str]] | None = None) -> dict:
+    """A protocol's scores with the cold-start partner (``cold_start=True``): ``whole`` holds each
+    corpus's held-out rows and the two networks' logits on them, ``oof`` the main network's scored
+    rows; each corpus is scored on ``classes_of(corpus)`` (default: the classes it shares with the
+    others, as leave-one-corpus-out scores them). Adds ``pipeline`` to each corpus's entry of
+    ``reports`` and returns the two temperatures, the mixed log-probabilities and the cold-start
+    partner's logits."""
     cold_oof = np.zeros_like(oof)
     for held, _, cold in whole.values():
         cold_oof[held] = cold  # all of a held-out corpus's rows: its speakers' posterior diversity
@@ -268,10 +284,11 @@ def pipeline_protocol(data: SpeechDataset, whole: dict[str, tuple[np.ndarray, np
         both = pipeline_logits(main, cold, data.speakers[held], prior, temps)
         test = held[scored[held]]
         mixed[test] = both[scored[held]]
-        _, _, classes = loco_split(data, corpus)
+        classes = classes_of(corpus) if classes_of is not None else loco_split(data, corpus)[2]
         rep = reports[corpus]["pipeline"] = corpus_report(data.labels[test], mixed[test], classes, data.classes)
         if log:
-            print(f"[corpora] {corpus} with the cold-start partner: UAR {rep['uar']:.3f}, "
+            print(f"[{'corpora' if classes_of is None else 'speakers'}] {corpus} with the cold-start partner: "
+                  f"UAR {rep['uar']:.3f}, accuracy {rep['accuracy']:.3f}, "
                   f"macro-F1 {rep['macro_f1']:.3f}", flush=True)
     return {"pipeline_temperatures": [round(t, 4) for t in temps], "logits_pipeline": mixed, "logits_cold": cold_oof}
 
@@ -283,13 +300,13 @@ def run_protocol(data_root: str | Path, protocol: str, cfg: MultiConfig, drop: s
                  corpora: list[str] | None = None, cache: str | Path | None = None, cold_start: bool = False,
                  logits_out: str | Path | None = None) -> dict:
     """``speakers`` or ``corpora`` protocol on every corpus under ``data_root`` (``cold_start``:
-    see :func:`protocol_corpora`); ``logits_out``: also write the held-out logits there
+    see :func:`protocol_corpora`, :func:`protocol_speakers`); ``logits_out``: also write the held-out logits there
     (:func:`~emolens.train.speech_report.save_logits`)."""
     if protocol not in ("speakers", "corpora"):
         raise ValueError(f"unknown protocol {protocol!r} (speakers, corpora)")
     data, feats, _ = load_features(data_root, cfg, drop, cache)
     if protocol == "speakers":
-        result = protocol_speakers(data, feats, cfg, corpora)
+        result = protocol_speakers(data, feats, cfg, corpora, cold_start=cold_start)
     else:
         result = protocol_corpora(data, feats, cfg, corpora, cold_start=cold_start)
     if logits_out is not None:
