@@ -7,7 +7,7 @@ Reads the held-out logits of both networks written by
     emolens evaluate speech --data ../shared/data --protocol corpora --states --seeds 5 --adversary 1 \\
         --json runs/loco_pipeline/corpora.json --logits runs/loco_pipeline/corpora_logits.npz
 
-(about 40 min on one core) and re-mixes them, each speaker's weight
+(about 25 min on one core) and re-mixes them, each speaker's weight
 ``max(cold_share, one_mood_share(diversity; low, high))``, with the temperatures of the shipped
 JSONs (no training; seconds). The row at the shipped thresholds reproduces the protocol's
 "with the cold-start partner" column.
