@@ -92,6 +92,12 @@ class Fold:
     cold_offsets: np.ndarray | None = None
 
 
+def pairs_with_cold_start(cfg: MultiConfig, cold_start: bool) -> bool:
+    """Whether a protocol asked for ``cold_start`` scores the cold-start partner: only recipes with
+    per-speaker statistics have one (``--norm first`` is itself a cold-start recipe)."""
+    return cold_start and cfg.norm in SHRUNK_NORMS and cfg.norm != "first"
+
+
 def cold_partner_logits(data: SpeechDataset, feats: np.ndarray, cfg: MultiConfig, train: np.ndarray,
                         rows: np.ndarray, stats: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """Train ``cfg``'s cold-start partner (:func:`~emolens.train.speech_recipe.cold_config`) on
@@ -143,7 +149,7 @@ def protocol_speakers(data: SpeechDataset, feats: np.ndarray, cfg: MultiConfig,
     ``cold_start``: as in :func:`protocol_corpora`, on each fold's test speakers."""
     stats = global_stats(feats, np.arange(len(data)))
     z = None if cfg.mood else normalized(feats, data, cfg, *stats)  # mood-aware: per fold
-    cold_start = cold_start and cfg.norm in SHRUNK_NORMS and cfg.norm != "first"
+    cold_start = pairs_with_cold_start(cfg, cold_start)
     parts: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
     out: dict = {}
     oof_all = np.zeros((len(data), len(data.classes)), dtype=np.float32)
@@ -230,7 +236,7 @@ def protocol_corpora(data: SpeechDataset, feats: np.ndarray, cfg: MultiConfig,
     the pipeline does (:func:`pipeline_logits`, with each network's temperature fitted on its own
     leave-one-corpus-out logits of the corpora run; ``pipeline`` in each corpus's report)."""
     names = list(dict.fromkeys(data.corpora.tolist()))
-    cold_start = cold_start and cfg.norm in SHRUNK_NORMS and cfg.norm != "first"
+    cold_start = pairs_with_cold_start(cfg, cold_start)
     out: dict = {}
     oof = np.zeros((len(data), len(data.classes)), dtype=np.float32)
     first = np.zeros_like(oof)
@@ -344,11 +350,7 @@ def train_final(data_root: str | Path, out: str | Path, cfg: MultiConfig, drop: 
         save_json(strip_logits(res), out / f"{proto}.json")
         save_logits(out / f"{proto}_logits.npz", res, data)
         results[proto] = res
-    temperature = 1.0
-    if "corpora" in results:
-        logits = results["corpora"]["logits"]
-        held = np.abs(logits).sum(1) > 0
-        temperature = fit_temperature(logits[held], data.labels[held], data.class_mask()[held])
+    temperature = loco_temperature(results["corpora"]["logits"], data) if "corpora" in results else 1.0
     held = {h.split(":")[0]: h.split(":")[1].split(",") for h in holdout.split(";") if ":" in h}
     keep = np.array([not (it.corpus in held and it.speaker.split("/", 1)[1] in held[it.corpus]) for it in data.items])
     train = np.flatnonzero(keep)
